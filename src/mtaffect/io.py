@@ -1,0 +1,95 @@
+"""Safe file output: atomic writes and run folders that are never overwritten unless asked.
+
+Every output of mtaffect (indexes, caches, checkpoints, tables, plots) is written to a temporary
+file in the destination folder and renamed into place, so an interrupted job never leaves a
+half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from mtaffect.errors import ExistingRunError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    >>> with atomic_path("out.parquet") as tmp:   # doctest: +SKIP
+    ...     df.to_parquet(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """``open()`` for writing, made atomic: the file appears under its name only when complete."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Atomically write a text file."""
+    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_parquet(df: Any, path: str | Path, **kwargs: Any) -> None:
+    """Atomically write a pandas DataFrame to Parquet."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, **kwargs)
+
+
+def write_csv(df: Any, path: str | Path, **kwargs: Any) -> None:
+    """Atomically write a pandas DataFrame to CSV (no index column unless asked)."""
+    kwargs.setdefault("index", False)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, **kwargs)
+
+
+def prepare_output_dir(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create an output folder, refusing to touch one that already holds files.
+
+    * empty or missing folder: created and returned;
+    * non-empty and ``resume``: returned as is (the caller continues what is there);
+    * non-empty and ``overwrite``: emptied first;
+    * otherwise: :class:`ExistingRunError` naming the folder and the two ways out.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ExistingRunError(f"{path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        if resume:
+            return path
+        if not overwrite:
+            raise ExistingRunError(
+                f"{path} already holds results; pass --resume to continue it or --overwrite to replace it"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

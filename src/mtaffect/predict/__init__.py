@@ -1,0 +1,1 @@
+"""Prediction on people's own media: faces → per-frame emotions → tables, plots, overlay, ABAW files."""

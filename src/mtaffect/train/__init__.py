@@ -1,0 +1,1 @@
+"""Training: one loop, four stages (CNN teacher → CNN student → GRU teacher → GRU student)."""
