@@ -1,0 +1,238 @@
+"""The one training loop, shared by the four stages (CNN/GRU × teacher/student).
+
+:func:`fit` knows nothing about images, windows, teachers or losses: it asks a *data* object for the
+batches of an epoch, moves each batch to the device with the data's ``to_device``, calls the *task*
+(``batch -> {"loss", parts...}``, :mod:`mtaffect.train.tasks`), backpropagates ``"loss"``, steps the
+optimizer, and at the end of each epoch validates, logs, keeps the best checkpoint and writes the
+resume state. Per epoch (METHOD.md §5): validate, then keep the checkpoint if
+``abaw_sum`` = EXPR score + CCC_V + CCC_A improved; stop after ``patience`` epochs without improvement.
+
+Files in the run folder: ``metrics.csv`` (one row per epoch: mean training losses, validation
+metrics, time), TensorBoard scalars under ``tb/`` when the package is installed, ``last_state.pt``
+(resume), and whatever ``save_best`` writes (the stage writes ``best.safetensors``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+import torch
+from torch import nn
+
+from mtaffect.io import write_csv
+from mtaffect.train.state import STATE_FILE, EarlyStopping, load_state, restore_rng, save_state
+
+__all__ = ["TrainData", "FitResult", "fit", "SCORE_KEY"]
+
+SCORE_KEY = "abaw_sum"
+"""Validation score that selects the checkpoint: EXPR score + CCC_V + CCC_A (METHOD.md §5)."""
+
+
+class TrainData(Protocol):
+    """What :func:`fit` needs from a stage's data."""
+
+    def steps_per_epoch(self) -> int: ...
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Any]: ...
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`: the best epoch's validation metrics and the per-epoch history."""
+
+    best_epoch: int
+    best_metrics: dict[str, float]
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _is_main(rank: int) -> bool:
+    return rank == 0
+
+
+def _broadcast(obj: Any, world: int) -> Any:
+    """Rank 0's object on every rank (validation runs on rank 0 only)."""
+    if world <= 1:
+        return obj
+    import torch.distributed as dist
+
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+class _TensorBoard:
+    """Optional TensorBoard scalars; silently absent when the package is not installed."""
+
+    def __init__(self, folder: Path, enabled: bool) -> None:
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(folder))
+            except Exception:  # noqa: BLE001 - tensorboard missing or broken: CSV is the record
+                self.writer = None
+
+    def log(self, row: dict[str, Any], epoch: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                self.writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+def fit(
+    task: nn.Module,
+    data: TrainData,
+    optimizer: torch.optim.Optimizer,
+    *,
+    run_dir: str | Path,
+    epochs: int,
+    patience: int = 5,
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    save_best: Callable[[dict[str, float], int], None] | None = None,
+    to_device: Callable[[Any, torch.device], Any] | None = None,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    tensorboard: bool = True,
+    trainer: nn.Module | None = None,
+    rank: int = 0,
+    world: int = 1,
+    desc: str = "train",
+) -> FitResult:
+    """Train ``task.model`` with ``task`` on ``data`` for up to ``epochs`` epochs; resumable.
+
+    task: a module with ``.model`` (the trained network, saved and validated) whose ``forward(batch)``
+        returns named losses including ``"loss"``. trainer: the module actually called per step
+        (``task`` wrapped in DDP), default ``task``.
+    validate: ``model -> metrics`` with key ``abaw_sum`` (rank 0 only); None = select by training loss.
+    save_best: called on rank 0 with (metrics, epoch) when the score improves.
+    to_device: ``(batch, device) -> batch`` (e.g. uint8 → normalised float on the device).
+    amp_dtype: autocast dtype (bf16/fp16) or None; fp16 also uses a GradScaler.
+    resume: continue from ``run_dir/last_state.pt`` if it exists (exactly: same weights as an
+        uninterrupted run with the same seed on CPU).
+    """
+    run_dir = Path(run_dir)
+    device = torch.device(device)
+    model = task.model
+    trainer = trainer or task
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    stopper = EarlyStopping(patience)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    finished = False
+    state_path = run_dir / STATE_FILE
+    if resume and state_path.exists():
+        state = load_state(state_path, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        stopper.load_state_dict(state["early_stopping"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+        finished = bool(state["finished"])
+        restore_rng(state["rng"])
+
+    board = _TensorBoard(run_dir / "tb", tensorboard and _is_main(rank))
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
+    )
+    steps = data.steps_per_epoch()
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, epochs):
+            if finished or stopper.should_stop:
+                break
+            t0 = time.perf_counter()
+            task.train()
+            sums: dict[str, torch.Tensor] = {}
+            bar = _progress(steps, f"{desc} epoch {epoch + 1}/{epochs}", progress and _is_main(rank))
+            for step, batch in enumerate(data.epoch(epoch)):
+                if to_device is not None:
+                    batch = to_device(batch, device)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast():
+                    losses = trainer(batch)
+                loss = losses["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; parts: "
+                        + ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items() if v.dim() == 0)
+                    )
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                for key, value in losses.items():
+                    if torch.is_tensor(value) and value.dim() == 0:
+                        sums[key] = sums.get(key, 0.0) + value.detach().float()
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.close()
+            n_steps = max(1, steps)
+            row: dict[str, Any] = {"epoch": epoch + 1}
+            row.update({f"train_{k}": float(v) / n_steps for k, v in sums.items()})
+            metrics: dict[str, float] = {}
+            if _is_main(rank):
+                task.eval()
+                metrics = dict(validate(model)) if validate is not None else {}
+            metrics = _broadcast(metrics, world)
+            row.update({f"val_{k}": float(v) for k, v in metrics.items()})
+            score = metrics.get(SCORE_KEY, -row.get("train_loss", math.inf))
+            improved = stopper.update(float(score), epoch + 1)
+            row["best"] = improved
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            history.append(row)
+            if _is_main(rank):
+                if improved and save_best is not None:
+                    save_best(metrics, epoch + 1)
+                write_csv(pd.DataFrame(history), run_dir / "metrics.csv")
+                board.log(row, epoch + 1)
+                done = stopper.should_stop or epoch + 1 >= epochs
+                save_state(
+                    state_path,
+                    model=model.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    scaler=scaler.state_dict(),
+                    early_stopping=stopper.state_dict(),
+                    history=history,
+                    epoch=epoch + 1,
+                    finished=done,
+                )
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
+    finally:
+        board.close()
+    best = next((r for r in history if r["epoch"] == stopper.best_epoch), {})
+    best_metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+    return FitResult(
+        best_epoch=stopper.best_epoch,
+        best_metrics=best_metrics,
+        epochs_run=len(history),
+        stopped_early=stopper.should_stop,
+        history=history,
+    )

@@ -1,0 +1,113 @@
+"""Everything a run needs to continue exactly after an interruption, and early stopping.
+
+``last_state.pt`` is written (atomically) at the end of every epoch. It holds only tensors, numbers,
+strings, lists and dicts, so it loads with ``torch.load(..., weights_only=True)`` (no unpickling of
+arbitrary objects): model and optimizer state, the GradScaler state, the early-stopping state, the
+per-epoch history, the epoch count, and the python / numpy / torch (and CUDA) random states.
+The data pipeline needs no saved state: its draws depend only on (seed, epoch, step, rank).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtaffect.errors import InputFormatError
+from mtaffect.io import atomic_path
+
+__all__ = ["EarlyStopping", "capture_rng", "restore_rng", "save_state", "load_state", "STATE_FILE"]
+
+STATE_FILE = "last_state.pt"
+STATE_FORMAT = 1
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` epochs without improvement of a score (higher is better).
+
+    The paper stops after 5 epochs without improvement of EXPR score + CCC_V + CCC_A; the
+    authors' code uses 6. ``patience <= 0`` never stops early.
+    """
+
+    patience: int = 5
+    best: float = float("-inf")
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def update(self, score: float, epoch: int) -> bool:
+        """Record the score of ``epoch``; True when it is a new best."""
+        if score == score and score > self.best:  # NaN never improves
+            self.best, self.best_epoch, self.bad_epochs = float(score), int(epoch), 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, float | int]:
+        return {"patience": self.patience, "best": self.best, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = float(state["best"])
+        self.best_epoch = int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+
+
+def capture_rng() -> dict[str, Any]:
+    """The python, numpy and torch random states as tensors and numbers."""
+    version, mt, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python_version": int(version),
+        "python": torch.tensor(mt, dtype=torch.int64),
+        "python_gauss": gauss,
+        "numpy_name": str(np_name),
+        "numpy": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+        "numpy_pos": int(np_pos),
+        "numpy_has_gauss": int(np_has_gauss),
+        "numpy_cached": float(np_cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python"].tolist()),
+                     state["python_gauss"]))
+    np.random.set_state((state["numpy_name"], state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_state(path: str | Path, **state: Any) -> None:
+    """Atomically write a resume state (model/optimizer state dicts, counters, history...) + RNG."""
+    payload = {"format": STATE_FORMAT, **state, "rng": capture_rng()}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_state(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a resume state with ``weights_only=True``; errors name the file."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise InputFormatError(path, "no resume state here (was the run started?)") from None
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise InputFormatError(path, f"unreadable resume state: {err}") from err
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise InputFormatError(path, f"not an mtaffect resume state (format {STATE_FORMAT} expected)")
+    return state

@@ -1,0 +1,135 @@
+"""What one training step computes: a batch in, named losses out.
+
+A batch is ``{task_set: (inputs, Targets)}`` (task sets "EXPR", "VA", "EXPR_VA"); inputs are
+normalised images ``(N, 3, S, S)`` for the CNN or embedding dicts ``{"EXPR": (B, T, 128), "VA": ...}``
+for the GRU. A task returns ``{"loss": scalar, <named parts>...}`` from
+:mod:`mtaffect.losses`; the loop only sums nothing, backpropagates ``"loss"`` and logs the rest.
+
+* :class:`SupervisedTask` — the teachers (P eq. 7): ground truth only.
+* :class:`DistillationTask` — the students (P eq. 9 / eq. 10): wraps a *frozen* teacher that runs in
+  eval mode, under ``no_grad``, on the very same (augmented) inputs as the student.
+
+Both are ``nn.Module``s whose ``forward`` does the whole step's forward passes, so DDP can wrap the
+task (one DDP forward per backward even though each task set gets its own model forward).
+
+Each task set is forwarded separately by default, so BatchNorm statistics are computed per source
+database as in the authors' code (METHOD.md §2.3); ``concat_task_sets=True`` forwards one
+concatenated batch instead (faster on a GPU, different BatchNorm behaviour).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtaffect.models.outputs import Outputs, Targets, flatten_outputs
+
+__all__ = ["SupervisedTask", "DistillationTask", "forward_task_sets"]
+
+Batch = dict[str, tuple[Any, Targets]]
+
+
+def _concat_inputs(items: list[Any]) -> Any:
+    if isinstance(items[0], dict):
+        return {key: torch.cat([item[key] for item in items]) for key in items[0]}
+    return torch.cat(items)
+
+
+def _slice_outputs(out: Outputs, lo: int, hi: int) -> Outputs:
+    emb = None if out.embeddings is None else {k: v[lo:hi] for k, v in out.embeddings.items()}
+    return Outputs(out.expression[lo:hi], out.valence[lo:hi], out.arousal[lo:hi], emb)
+
+
+def _batch_len(inputs: Any) -> int:
+    return len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
+
+
+def _per_frame(out: Outputs, targets: Targets) -> tuple[Outputs, Targets]:
+    """GRU outputs (B, T, C) and targets (B, T) → per-frame (B·T, C), (B·T,) as the losses expect."""
+    if out.expression.dim() == 3:
+        return flatten_outputs(out), targets.flatten()
+    return out, targets
+
+
+def forward_task_sets(model: nn.Module, batch: Batch, *, concat: bool = False) -> dict[str, Outputs]:
+    """Forward every task set's inputs through ``model``: separately (default) or concatenated."""
+    if not concat or len(batch) == 1:
+        return {name: model(inputs) for name, (inputs, _) in batch.items()}
+    names = list(batch)
+    sizes = [_batch_len(batch[name][0]) for name in names]
+    out = model(_concat_inputs([batch[name][0] for name in names]))
+    result, lo = {}, 0
+    for name, size in zip(names, sizes):
+        result[name] = _slice_outputs(out, lo, lo + size)
+        lo += size
+    return result
+
+
+class SupervisedTask(nn.Module):
+    """Teacher step (P eq. 7): every head learns from the ground truth of its task sets.
+
+    model: the network being trained; loss: :class:`mtaffect.losses.LossConfig`.
+    """
+
+    def __init__(self, model: nn.Module, loss: Any, *, concat_task_sets: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_config = loss
+        self.concat_task_sets = concat_task_sets
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        from mtaffect.losses import teacher_objective
+
+        outputs = forward_task_sets(self.model, batch, concat=self.concat_task_sets)
+        outs, targets = {}, {}
+        for name, out in outputs.items():
+            outs[name], targets[name] = _per_frame(out, batch[name][1])
+        return teacher_objective(outs, targets, self.loss_config)
+
+
+class DistillationTask(nn.Module):
+    """Student step (P eq. 9 / eq. 10): ground truth mixed with a frozen teacher's soft labels.
+
+    student: the network being trained (a fresh model, METHOD.md §5); teacher: the trained teacher,
+    frozen here (``requires_grad`` off, eval mode forever, no_grad); shared_labels: True = eq. 10
+    (use a frame's secondary label where it has one), False = eq. 9 (secondary task from the teacher only).
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        loss: Any,
+        *,
+        shared_labels: bool = True,
+        concat_task_sets: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = student
+        self.teacher = teacher
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()
+        self.loss_config = loss
+        self.shared_labels = shared_labels
+        self.concat_task_sets = concat_task_sets
+
+    def train(self, mode: bool = True) -> DistillationTask:
+        """Switch the student only: the teacher stays in eval mode (BatchNorm stats, no dropout)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        from mtaffect.losses import student_objective
+
+        with torch.no_grad():
+            teacher_out = forward_task_sets(self.teacher, batch, concat=self.concat_task_sets)
+        student_out = forward_task_sets(self.model, batch, concat=self.concat_task_sets)
+        s, t, targets = {}, {}, {}
+        for name in batch:
+            s[name], targets[name] = _per_frame(student_out[name], batch[name][1])
+            t[name], _ = _per_frame(teacher_out[name], batch[name][1])
+        return student_objective(s, t, targets, self.loss_config, shared_labels=self.shared_labels)
