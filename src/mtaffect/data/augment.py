@@ -50,7 +50,9 @@ def crop_matrices(
     return m
 
 
-def warp_batch(images: np.ndarray, matrices: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+def warp_batch(
+    images: np.ndarray, matrices: np.ndarray, size: int, out: np.ndarray | None = None
+) -> np.ndarray:
     """Resample each image ``(n, H, W, 3)`` uint8 through its inverse map → ``(n, size, size, 3)`` uint8."""
     n = len(images)
     if out is None:
@@ -91,4 +93,5 @@ def eval_batch(images: np.ndarray, size: int, *, resize_factor: float = 1.2,
     centre = (resized - size) // 2
     n = len(images)
     offsets = np.full((n, 2), centre)
-    return warp_batch(images, crop_matrices(images.shape[1], size, resized, offsets, np.zeros(n, bool)), size, out)
+    matrices = crop_matrices(images.shape[1], size, resized, offsets, np.zeros(n, bool))
+    return warp_batch(images, matrices, size, out)

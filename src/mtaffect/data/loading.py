@@ -57,7 +57,8 @@ class LabelArrays:
         n = len(df)
         if "expression" in df:
             expr = pd.array(df["expression"], dtype="Int64").to_numpy(dtype=np.float64, na_value=np.nan)
-            expr = np.where(np.isfinite(expr) & (expr >= 0) & (expr < NUM_EXPRESSIONS), expr, -1).astype(np.int64)
+            usable = np.isfinite(expr) & (expr >= 0) & (expr < NUM_EXPRESSIONS)
+            expr = np.where(usable, expr, -1).astype(np.int64)
         else:
             expr = np.full(n, -1, dtype=np.int64)
 

@@ -156,9 +156,12 @@ def fit(
         restore_rng(state["rng"])
 
     board = _TensorBoard(run_dir / "tb", tensorboard and _is_main(rank))
-    autocast = (
-        (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
-    )
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=amp_dtype)
+
     steps = data.steps_per_epoch()
     epoch = start_epoch
     try:

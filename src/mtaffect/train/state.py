@@ -64,7 +64,7 @@ class EarlyStopping:
 def capture_rng() -> dict[str, Any]:
     """The python, numpy and torch random states as tensors and numbers."""
     version, mt, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()  # noqa: NPY002 - the legacy global state is what we save
     state: dict[str, Any] = {
         "python_version": int(version),
         "python": torch.tensor(mt, dtype=torch.int64),
@@ -85,7 +85,7 @@ def restore_rng(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng`."""
     random.setstate((state["python_version"], tuple(int(v) for v in state["python"].tolist()),
                      state["python_gauss"]))
-    np.random.set_state((state["numpy_name"], state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
+    np.random.set_state((  # noqa: NPY002 - restore the legacy global statestate["numpy_name"], state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
                          state["numpy_has_gauss"], state["numpy_cached"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
