@@ -108,7 +108,9 @@ def align_faces(
             m = similarity(pts, dst)
         else:
             m = _box_matrix(boxes[k], size, scale)
-        out[k] = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out[k] = cv2.warpAffine(
+            image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
     return out
 
 

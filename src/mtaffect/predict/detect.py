@@ -292,7 +292,9 @@ class MTCNN:
         sq, reg, marks, prob = sq[keep], reg[keep], marks[keep], prob[keep]
         w, h = sq[:, 2:3] - sq[:, 0:1], sq[:, 3:4] - sq[:, 1:2]
         lm = np.stack([sq[:, 0:1] + marks[:, :5] * w, sq[:, 1:2] + marks[:, 5:] * h], axis=2)
-        det = Detections(_calibrate(sq, reg).astype(np.float32), prob.astype(np.float32), lm.astype(np.float32))
+        det = Detections(
+            _calibrate(sq, reg).astype(np.float32), prob.astype(np.float32), lm.astype(np.float32)
+        )
         return det.take(nms(det.boxes, det.scores, 0.7, mode="min"))
 
     def _downscale(self, image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -300,7 +302,9 @@ class MTCNN:
         if longest <= self.max_size:
             return image, 1.0
         f = self.max_size / longest
-        small = cv2.resize(image, (round(image.shape[1] * f), round(image.shape[0] * f)), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            image, (round(image.shape[1] * f), round(image.shape[0] * f)), interpolation=cv2.INTER_AREA
+        )
         return small, 1.0 / f
 
     @torch.inference_mode()
@@ -330,7 +334,9 @@ class MTCNN:
         prob, reg, marks = (t.numpy() for t in self.onet(_to_input(_crops(small, sq, 48))))
         w, h = sq[:, 2:3] - sq[:, 0:1], sq[:, 3:4] - sq[:, 1:2]
         lm = np.stack([sq[:, 0:1] + marks[:, :5] * w, sq[:, 1:2] + marks[:, 5:] * h], axis=2)
-        det = Detections(_calibrate(sq, reg).astype(np.float32), prob.astype(np.float32), lm.astype(np.float32))
+        det = Detections(
+            _calibrate(sq, reg).astype(np.float32), prob.astype(np.float32), lm.astype(np.float32)
+        )
         det.scores = np.where(prob >= thr, det.scores, -1.0).astype(np.float32)  # -1 marks a lost face
         return det.scaled(back)
 
@@ -345,7 +351,9 @@ class HaarDetector:
     def __init__(self, *, min_face: float = 40.0, max_size: int = 1280) -> None:
         data = getattr(getattr(cv2, "data", None), "haarcascades", None)
         if not data or not hasattr(cv2, "CascadeClassifier"):
-            raise UserError("this OpenCV has no Haar cascades (OpenCV >= 5); install opencv-python-headless<5")
+            raise UserError(
+                "this OpenCV has no Haar cascades (OpenCV >= 5); install opencv-python-headless<5"
+            )
         self.cascade = cv2.CascadeClassifier(str(Path(data) / "haarcascade_frontalface_default.xml"))
         self.min_face, self.max_size = min_face, max_size
         self.has_landmarks = False
@@ -376,7 +384,9 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def make_detector(name: str = "mtcnn", *, min_face: float = 40.0, max_size: int = 1280) -> MTCNN | HaarDetector:
+def make_detector(
+    name: str = "mtcnn", *, min_face: float = 40.0, max_size: int = 1280
+) -> MTCNN | HaarDetector:
     """``"mtcnn"`` (default, landmarks) or ``"haar"`` (fallback, boxes only)."""
     if name == "mtcnn":
         return MTCNN(min_face=min_face, max_size=max_size)

@@ -22,8 +22,15 @@ import numpy as np
 from mtaffect.errors import InputFormatError, UserError
 
 __all__ = [
-    "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "MediaItem", "Frame", "VideoReader", "read_image",
-    "expand_inputs", "is_stream", "count_frames",
+    "VIDEO_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "MediaItem",
+    "Frame",
+    "VideoReader",
+    "read_image",
+    "expand_inputs",
+    "is_stream",
+    "count_frames",
 ]
 
 VIDEO_EXTENSIONS = frozenset(
@@ -54,7 +61,9 @@ def is_stream(spec: str) -> bool:
     return spec.startswith("webcam:") or "://" in spec
 
 
-def expand_inputs(inputs: Sequence[str | Path], *, skipped: list[tuple[str, str]] | None = None) -> list[MediaItem]:
+def expand_inputs(
+    inputs: Sequence[str | Path], *, skipped: list[tuple[str, str]] | None = None
+) -> list[MediaItem]:
     """Videos, images, folders (their videos and images, sorted) and globs → media items.
 
     Files that are neither video nor image by extension are skipped and listed in ``skipped``

@@ -121,7 +121,9 @@ class FaceTracker:
                     matched_dets.add(int(di))
                     tr = self.tracks[ti]
                     tr.box = self._blend(tr.box, det.boxes[di])
-                    tr.landmarks = self._blend(tr.landmarks, None if det.landmarks is None else det.landmarks[di])
+                    tr.landmarks = self._blend(
+                        tr.landmarks, None if det.landmarks is None else det.landmarks[di]
+                    )
                     tr.score = float(det.scores[di])
                     detected_ids.add(tr.track_id)
             others = [t for i, t in enumerate(self.tracks) if i not in matched_tracks]
@@ -139,8 +141,12 @@ class FaceTracker:
             self.tracks = self._refresh(image, self.tracks)
         self._dedupe()
         return [
-            TrackedFace(t.track_id, np.asarray(t.box, np.float32), t.score,
-                        None if t.landmarks is None else np.asarray(t.landmarks, np.float32),
-                        t.track_id in detected_ids)
+            TrackedFace(
+                t.track_id,
+                np.asarray(t.box, np.float32),
+                t.score,
+                None if t.landmarks is None else np.asarray(t.landmarks, np.float32),
+                t.track_id in detected_ids,
+            )
             for t in sorted(self.tracks, key=lambda t: t.track_id)
         ]
