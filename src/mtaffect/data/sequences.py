@@ -83,14 +83,12 @@ class SequenceConfig:
 
 
 def _has_expression(df: pd.DataFrame) -> np.ndarray:
-    expr = pd.array(df["expression"], dtype="Int64")
-    return np.asarray(expr.notna() & (expr >= 0) & (expr < NUM_EXPRESSIONS), dtype=bool)
+    expr = df["expression"].astype("Int64")
+    return ((expr >= 0) & (expr < NUM_EXPRESSIONS)).fillna(False).to_numpy(dtype=bool)
 
 
 def _has_va(df: pd.DataFrame) -> np.ndarray:
-    v = pd.array(df["valence"], dtype="Float64")
-    a = pd.array(df["arousal"], dtype="Float64")
-    return np.asarray(v.notna() & a.notna(), dtype=bool)
+    return (df["valence"].astype("Float64").notna() & df["arousal"].astype("Float64").notna()).to_numpy(bool)
 
 
 def gru_frames(index: pd.DataFrame, config: SequenceConfig, splits: Sequence[str] = ("train", "validation")
@@ -98,7 +96,7 @@ def gru_frames(index: pd.DataFrame, config: SequenceConfig, splits: Sequence[str
     """Rows of ``index`` the GRU stages read: video frames of ``config.databases`` in ``splits`` with a
     label (7-class expression or valence/arousal). This is what the feature cache must cover."""
     keep = index["database"].isin(config.databases).to_numpy() & index["split"].isin(splits).to_numpy()
-    keep &= np.asarray(pd.array(index["frame"], dtype="Int64").notna(), dtype=bool)
+    keep &= index["frame"].astype("Int64").notna().to_numpy(dtype=bool)
     keep &= _has_expression(index) | _has_va(index)
     return index[keep]
 
@@ -176,11 +174,11 @@ def build_window_set(frames: pd.DataFrame, cache_positions: np.ndarray, *, lengt
         missing = frames.iloc[int(np.flatnonzero(cache_positions < 0)[0])]
         raise UserError(f"frame {missing['database']}/{missing['image']} is not in the feature cache")
     has_expr = _has_expression(frames)
-    expr = np.where(has_expr, pd.array(frames["expression"], dtype="Int64").fillna(0).to_numpy(int), 0)
+    expr = np.where(has_expr, frames["expression"].astype("Int64").fillna(0).to_numpy(np.int64), 0)
     has_va = _has_va(frames)
-    val = pd.array(frames["valence"], dtype="Float64").fillna(0.0).to_numpy(np.float32)
-    aro = pd.array(frames["arousal"], dtype="Float64").fillna(0.0).to_numpy(np.float32)
-    frame_no = pd.array(frames["frame"], dtype="Int64").to_numpy(np.int64)
+    val = frames["valence"].astype("Float64").fillna(0.0).to_numpy(np.float32)
+    aro = frames["arousal"].astype("Float64").fillna(0.0).to_numpy(np.float32)
+    frame_no = frames["frame"].astype("Int64").to_numpy(np.int64)
     order = np.lexsort((frame_no, frames["track"].astype(str).to_numpy(), frames["database"].astype(str).to_numpy()))
     keys = (frames["database"].astype(str) + "\x00" + frames["track"].astype(str)).to_numpy()[order]
     bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])

@@ -159,7 +159,7 @@ def frame_table(index: pd.DataFrame) -> pd.DataFrame:
             "database": index["database"].astype("string").to_numpy(),
             "image": index["image"].astype("string").to_numpy(),
             "track": index["track"].astype("string").to_numpy(),
-            "frame": pd.array(index["frame"], dtype="Int64") if "frame" in index else pd.NA,
+            "frame": index["frame"].astype("Int64").array if "frame" in index else pd.NA,
         }
     )
     df = df.drop_duplicates(["database", "image"], keep="first")
