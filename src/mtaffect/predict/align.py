@@ -26,7 +26,7 @@ import numpy as np
 
 from mtaffect.errors import UserError
 
-__all__ = ["TEMPLATES", "template_points", "similarity", "align_faces", "crop_convention"]
+__all__ = ["TEMPLATES", "template_points", "similarity", "align_faces", "eval_zoom", "crop_convention"]
 
 _ARCFACE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
@@ -92,12 +92,15 @@ def align_faces(
     size: int = 112,
     template: str = DEFAULT_TEMPLATE,
     scale: float = 1.0,
+    post: np.ndarray | None = None,
 ) -> np.ndarray:
     """Aligned crops ``(n, size, size, 3)`` uint8 of the faces of ``image`` (RGB uint8).
 
     boxes ``(n, 4)``; landmarks ``(n, 5, 2)`` or None (then box crops). A face whose landmarks are
     degenerate (all points together) falls back to its box. Pixels outside the image are replicated
-    from the border, as a crop tool does when a face touches the frame edge.
+    from the border, as a crop tool does when a face touches the frame edge. ``post``: a ``2 × 3``
+    map applied to the aligned crop in the same warp (e.g. :func:`eval_zoom`), so each face is
+    resampled once from the original image.
     """
     n = len(boxes)
     out = np.zeros((n, size, size, 3), np.uint8)
@@ -108,15 +111,41 @@ def align_faces(
             m = similarity(pts, dst)
         else:
             m = _box_matrix(boxes[k], size, scale)
+        if post is not None:
+            m = _compose(post, m)
         out[k] = cv2.warpAffine(
             image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
     return out
 
 
-def crop_convention(preprocessing: dict | None) -> tuple[str, float]:
-    """``(template, scale)`` named by a checkpoint's preprocessing block, else the defaults."""
-    crop = (preprocessing or {}).get("crop") or {}
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2 × 3 affine map ``outer ∘ inner``."""
+    a = np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]])
+    return a[:2]
+
+
+def eval_zoom(size: int, resize_factor: float) -> np.ndarray:
+    """Forward map of the evaluation transform on a ``size`` crop (``mtaffect.data.augment.eval_batch``).
+
+    Training evaluates a crop resized to ``R = int(resize_factor · size)`` and centre-cropped back to
+    ``size`` (METHOD.md §4.4); predicting the same way keeps the numbers comparable.
+    """
+    resized = int(resize_factor * size)
+    s = resized / size
+    off = (resized - size) // 2
+    return np.array([[s, 0.0, 0.5 * s - 0.5 - off], [0.0, s, 0.5 * s - 0.5 - off]])
+
+
+CROP_NAMES = {"affwild2_cropped_aligned": "affwild2"}
+"""Crop convention names used in checkpoints (``Preprocessing.crop``) → template names here."""
+
+
+def crop_convention(crop: str | dict | None) -> tuple[str, float]:
+    """``(template, scale)`` for a checkpoint's crop convention (a name or ``{"template", "scale"}``)."""
+    if not crop:
+        return DEFAULT_TEMPLATE, 1.0
     if isinstance(crop, str):
-        return crop, 1.0
-    return str(crop.get("template", DEFAULT_TEMPLATE)), float(crop.get("scale", 1.0))
+        return CROP_NAMES.get(crop, crop), 1.0
+    name = str(crop.get("template", DEFAULT_TEMPLATE))
+    return CROP_NAMES.get(name, name), float(crop.get("scale", 1.0))
