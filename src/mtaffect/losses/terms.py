@@ -1,0 +1,204 @@
+"""The paper's loss terms (eq. 1–6) as small pure functions over logits, labels and masks.
+
+Every function takes frames on the first axis ``(N, ...)`` and an optional boolean ``mask`` (N,)
+selecting the frames that count; over zero selected frames it returns a zero that is still
+connected to the logits (so ``backward()`` works and adds nothing). Nothing here returns NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mtaffect.labels import VA_BINS, VA_MAX, VA_MIN
+from mtaffect.models.outputs import decode_va, va_bin_centres, va_bin_values
+
+__all__ = [
+    "DEFAULT_CCC_EPS",
+    "ccc_torch",
+    "decode_values",
+    "distillation_kl",
+    "expression_ce",
+    "va_bin_targets",
+    "va_ce",
+    "va_dimension_loss",
+    "va_distillation",
+    "va_supervision",
+    "zero_like",
+]
+
+DEFAULT_CCC_EPS = 1e-8
+VA_DECODINGS = ("authors", "bin_centres")
+
+
+def zero_like(tensor: torch.Tensor) -> torch.Tensor:
+    """A scalar 0 attached to ``tensor``'s graph (its gradient is 0, and finite)."""
+    return tensor.sum() * 0.0
+
+
+def _masked(mask: torch.Tensor | None, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    if mask is None:
+        return tensors
+    mask = mask.to(dtype=torch.bool, device=tensors[0].device).reshape(-1)
+    if mask.shape[0] != tensors[0].shape[0]:
+        raise ValueError(f"mask has {mask.shape[0]} entries for {tensors[0].shape[0]} frames")
+    return tuple(t[mask] for t in tensors)
+
+
+# ----------------------------------------------------------------------------- supervision (eq. 1–3)
+
+
+def expression_ce(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Eq. 1: cross-entropy of expression logits (N, 7) against class indices (N,), mean over frames."""
+    logits, labels = _masked(mask, logits, labels)
+    if logits.shape[0] == 0:
+        return zero_like(logits)
+    return F.cross_entropy(logits, labels.to(device=logits.device, dtype=torch.long))
+
+
+def va_bin_targets(values: torch.Tensor, bins: int = VA_BINS) -> torch.Tensor:
+    """Class index (N,) int64 of each valence/arousal value for the bin cross-entropy.
+
+    As the authors' code: ``np.digitize(y, edges) - 1`` with ``edges = np.linspace(-1, 1, bins + 1)``
+    (float64), and index ``bins`` clipped to ``bins - 1``. So a value on an inner edge goes to the bin
+    above it (-1 → 0, -0.9 → 1, 0 → 10) and 1 goes to the last bin. The comparison is made on the value
+    as stored: float64 ``0.1`` lies below the float64 edge ``linspace(-1, 1, 21)[11] =
+    0.10000000000000009`` (bin 10) while float32 ``0.1 = 0.100000001…`` lies above it (bin 11).
+    Values outside [-1, 1] are clipped into the end bins; non-finite values raise ValueError.
+    """
+    if values.numel() and not torch.isfinite(values).all():
+        raise ValueError("valence/arousal targets contain NaN or inf: mask frames without a VA label")
+    device = values.device if values.device.type != "mps" else torch.device("cpu")  # MPS has no float64
+    edges = torch.from_numpy(np.linspace(VA_MIN, VA_MAX, bins + 1)).to(device)
+    index = torch.bucketize(values.detach().to(device, torch.float64), edges, right=True) - 1
+    return index.clamp_(0, bins - 1).to(values.device)
+
+
+def va_ce(logits: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of one dimension's bin logits (N, bins) against the bins of values (N,)."""
+    logits, values = _masked(mask, logits, values)
+    if logits.shape[0] == 0:
+        return zero_like(logits)
+    return F.cross_entropy(logits, va_bin_targets(values, logits.shape[-1]))
+
+
+def ccc_torch(
+    pred: torch.Tensor, target: torch.Tensor, *, unbiased: bool = True, eps: float = DEFAULT_CCC_EPS
+) -> torch.Tensor:
+    """Concordance correlation coefficient of two (N,) series, differentiable, never NaN.
+
+    ``2·cov / (var_pred + var_target + (mean_pred − mean_target)² + eps)``. ``unbiased=True`` divides
+    cov and variances by N − 1 (the authors' loss uses ``torch.std``); False gives the population CCC
+    of :func:`mtaffect.metrics.ccc`. Undefined cases give 0 with a zero, finite gradient: N < 2, or a
+    zero denominator (both series constant and equal) when ``eps`` is 0.
+    """
+    pred = pred.reshape(-1)
+    target = target.reshape(-1).to(dtype=pred.dtype, device=pred.device)
+    n = pred.shape[0]
+    if n < 2:
+        return zero_like(pred)
+    divisor = n - 1 if unbiased else n
+    mean_pred, mean_target = pred.mean(), target.mean()
+    d_pred, d_target = pred - mean_pred, target - mean_target
+    covariance = (d_pred * d_target).sum() / divisor
+    denominator = (d_pred * d_pred).sum() / divisor + (d_target * d_target).sum() / divisor
+    denominator = denominator + (mean_pred - mean_target) ** 2 + eps
+    defined = denominator > 0
+    safe = torch.where(defined, denominator, torch.ones_like(denominator))
+    return torch.where(defined, 2.0 * covariance / safe, torch.zeros_like(denominator))
+
+
+def decode_values(bins: int, decode: str, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Values the bins stand for when decoding by expectation: "authors" = linspace(-1, 1, bins),
+    "bin_centres" = the centres of the cross-entropy bins (consistent with :func:`va_bin_targets`)."""
+    if decode == "authors":
+        return va_bin_values(bins, device=device, dtype=dtype)
+    if decode == "bin_centres":
+        return va_bin_centres(bins, device=device, dtype=dtype)
+    raise ValueError(f"va_decode must be one of {VA_DECODINGS}, got {decode!r}")
+
+
+def va_dimension_loss(
+    logits: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    lambda_ccc: float = 1.0,
+    unbiased: bool = True,
+    eps: float = DEFAULT_CCC_EPS,
+    decode: str = "authors",
+) -> torch.Tensor:
+    """One dimension of eq. 2: bin CE (mean over frames) + λ_ccc · (1 − CCC(expected value, label)).
+
+    The CCC is one statistic over the selected frames (the paper's (1/B)(1 − CCC) summed over the B
+    instances of a batch is exactly one (1 − CCC) per batch, METHOD.md §2.1).
+    """
+    logits, values = _masked(mask, logits, values)
+    if logits.shape[0] == 0:
+        return zero_like(logits)
+    centres = decode_values(logits.shape[-1], decode, device=logits.device, dtype=logits.dtype)
+    concordance = ccc_torch(decode_va(logits, centres), values, unbiased=unbiased, eps=eps)
+    return va_ce(logits, values) + lambda_ccc * (1.0 - concordance)
+
+
+def va_supervision(
+    valence_logits: torch.Tensor,
+    arousal_logits: torch.Tensor,
+    valence: torch.Tensor,
+    arousal: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    lambda_ccc: float = 1.0,
+    unbiased: bool = True,
+    eps: float = DEFAULT_CCC_EPS,
+    decode: str = "authors",
+) -> dict[str, torch.Tensor]:
+    """Eq. 2: ``{"valence": L_v, "arousal": L_a}`` (the caller adds them, as the authors do)."""
+    options = {"lambda_ccc": lambda_ccc, "unbiased": unbiased, "eps": eps, "decode": decode}
+    return {
+        "valence": va_dimension_loss(valence_logits, valence, mask, **options),
+        "arousal": va_dimension_loss(arousal_logits, arousal, mask, **options),
+    }
+
+
+# ----------------------------------------------------------------------------- distillation (eq. 4–6)
+
+
+def distillation_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.5,
+    t_squared: bool = True,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Eq. 4: KL(softmax(t/T) ‖ softmax(s/T)) summed over classes, mean over frames (× T² if asked).
+
+    The teacher's logits are detached: distillation never trains the teacher. ``t_squared`` keeps
+    the gradient scale independent of T (Hinton et al.); the authors' code has it, the paper not.
+    """
+    student_logits, teacher_logits = _masked(mask, student_logits, teacher_logits)
+    if student_logits.shape[0] == 0:
+        return zero_like(student_logits)
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p = F.log_softmax(teacher_logits.detach().to(student_logits.dtype) / temperature, dim=-1)
+    kl = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+    return kl * (temperature * temperature) if t_squared else kl
+
+
+def va_distillation(
+    student_valence: torch.Tensor,
+    student_arousal: torch.Tensor,
+    teacher_valence: torch.Tensor,
+    teacher_arousal: torch.Tensor,
+    temperature: float = 1.5,
+    t_squared: bool = True,
+    mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Eq. 5: per-dimension KL over the 20 bins: ``{"valence": KD_v, "arousal": KD_a}``."""
+    return {
+        "valence": distillation_kl(student_valence, teacher_valence, temperature, t_squared, mask),
+        "arousal": distillation_kl(student_arousal, teacher_arousal, temperature, t_squared, mask),
+    }
