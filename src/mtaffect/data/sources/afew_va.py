@@ -1,0 +1,130 @@
+"""AFEW-VA (DATASETS.md §4): clip folders ``<d>/<d>.json`` + ``NNNNN.png`` full film frames.
+
+Clips are found recursively, so both layouts work: nested part folders (``01/001/``) and flat
+(``001/``). The JSON ``frames`` keys are 0-based 5-digit stems matched to PNG files **by key**
+(never by position); valence/arousal are integers in -10..10 divided by 10; the 68 landmark
+pairs are kept (flattened float32) for the face cache. Keys without an image and images without
+a key are counted. The authors use every clip for training, so every frame is ``split="train"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mtaffect import labels
+from mtaffect.data.records import Skips, make_records
+from mtaffect.errors import UserError
+
+__all__ = ["read_afew_va", "find_clips"]
+
+DATABASE = "afew_va"
+
+
+def find_clips(root: Path, max_depth: int = 3) -> list[Path]:
+    """Clip folders ``<d>/`` holding ``<d>.json`` (d = digits), sorted by clip name then path."""
+    found: list[Path] = []
+    stack = [(root, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        names = {e.name for e in entries}
+        if folder != root and folder.name.isdigit() and f"{folder.name}.json" in names:
+            found.append(folder)
+            continue
+        if depth < max_depth:
+            stack.extend(
+                (Path(e.path), depth + 1) for e in entries if e.is_dir() and not e.name.startswith(".")
+            )
+    return sorted(found, key=lambda p: (p.name, str(p)))
+
+
+def _read_clip(clip: Path, root: Path, skips: Skips) -> dict[str, list[Any]] | None:
+    json_path = clip / f"{clip.name}.json"
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8-sig"))
+        frames = meta["frames"]
+        if not isinstance(frames, dict):
+            raise TypeError("'frames' is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        skips.malformed(
+            DATABASE, json_path, None, f"not an AFEW-VA clip JSON ({err})", reason="bad_clip_json"
+        )
+        return None
+    pngs = {n[:-4] for n in os.listdir(clip) if n.endswith(".png") and n[:-4].isdigit()}
+    out: dict[str, list[Any]] = {"frame": [], "image": [], "valence": [], "arousal": [], "landmarks": []}
+    prefix = clip.relative_to(root).as_posix() + "/"
+    for key in sorted(frames):
+        entry = frames[key]
+        try:
+            if not key.isdigit():
+                raise ValueError(f"frame key {key!r} is not a number")
+            v, a = float(entry["valence"]), float(entry["arousal"])
+            lnd = entry.get("landmarks")
+            lnd = None if lnd is None else np.asarray(lnd, dtype=np.float32).reshape(-1)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            skips.malformed(DATABASE, json_path, None, f"frame {key!r}: {err}", reason="bad_frame_entry")
+            continue
+        if key not in pngs:
+            skips.count(DATABASE, "missing_image", 1, f"{prefix}{key}.png")
+            continue
+        v, a = v / labels.AFEW_VA_SCALE, a / labels.AFEW_VA_SCALE
+        if not (labels.is_valid_va(v) and labels.is_valid_va(a)):
+            skips.count(DATABASE, "va_out_of_range", 1, f"{prefix}{key}")
+            continue
+        if lnd is not None and lnd.size != 136:
+            skips.count(DATABASE, "bad_landmarks", 1, f"{prefix}{key}")
+            lnd = None
+        out["frame"].append(int(key))
+        out["image"].append(f"{prefix}{key}.png")
+        out["valence"].append(v)
+        out["arousal"].append(a)
+        out["landmarks"].append(lnd)
+    skips.count(DATABASE, "image_without_label", len(pngs - set(frames)))
+    return out
+
+
+def read_afew_va(root: str | Path, skips: Skips | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Frame records of an AFEW-VA copy (track = clip number as written, e.g. ``"001"``)."""
+    root = Path(root)
+    skips = skips if skips is not None else Skips()
+    clips = find_clips(root)
+    if not clips:
+        raise UserError(f"{root}: no AFEW-VA clip folder (<d>/<d>.json) found")
+    seen: dict[str, Path] = {}
+    parts: list[pd.DataFrame] = []
+    for clip in clips:
+        if clip.name in seen:
+            skips.count(DATABASE, "duplicate_clip", 1, f"{clip} (also {seen[clip.name]})")
+            continue
+        seen[clip.name] = clip
+        rows = _read_clip(clip, root, skips)
+        if not rows or not rows["frame"]:
+            continue
+        n = len(rows["frame"])
+        landmarks = np.empty(n, dtype=object)
+        landmarks[:] = rows["landmarks"]
+        parts.append(
+            make_records(
+                n,
+                database=DATABASE,
+                split="train",
+                track=clip.name,
+                frame=np.array(rows["frame"], np.int64),
+                image=np.array(rows["image"], dtype=object),
+                valence=np.array(rows["valence"]),
+                arousal=np.array(rows["arousal"]),
+                landmarks=landmarks,
+            )
+        )
+    layout = "nested" if any(len(c.relative_to(root).parts) > 1 for c in clips) else "flat"
+    records = pd.concat(parts, ignore_index=True) if parts else make_records(0)
+    return records, {"clips": len(seen), "layout": layout}
