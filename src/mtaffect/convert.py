@@ -1,0 +1,242 @@
+"""Converters for the weights users bring: the FER+ ResNet-50 and the authors' CNN / CNN+GRU checkpoints.
+
+Key layouts: ``../shared/reference/`` (``ferplus_backbone_keys.tsv``, ``cnn_checkpoint_keys.tsv``,
+``gru_checkpoint_keys.tsv``). Files are read with ``torch.load(weights_only=True)`` (never a full
+unpickle), with or without ``num_batches_tracked`` buffers and with or without DataParallel's
+``module.`` prefix. A file whose keys or shapes differ from the layout is refused with the list of
+differences.
+
+The FER+ network's Caffe names map onto our caffe-layout :class:`~mtaffect.models.resnet.ResNet`:
+``conv1_7x7_s2[_bn]`` → ``conv1``/``bn1``; ``conv{S}_{B}_1x1_reduce`` → ``layer{S-1}.{B-1}.conv1``,
+``_3x3`` → ``conv2``, ``_1x1_increase`` → ``conv3``, ``_1x1_proj`` → ``downsample.0`` (each ``_bn``
+to the matching BatchNorm); the 1×1 ``classifier`` conv (8 FER+ classes) → ``fc``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mtaffect.checkpoint import save_checkpoint, state_dict_differences
+from mtaffect.errors import InputFormatError
+from mtaffect.models.cnn import CNNConfig, MultitaskCNN
+from mtaffect.models.gru import CNNGRU, GRUConfig, TemporalModel
+from mtaffect.models.preprocessing import FERPLUS
+
+SOURCES = ("ferplus", "authors-cnn", "authors-gru")
+
+_BLOCK_PART = {"1x1_reduce": "conv1", "3x3": "conv2", "1x1_increase": "conv3", "1x1_proj": "downsample.0"}
+_BN_PART = {"conv1": "bn1", "conv2": "bn2", "conv3": "bn3", "downsample.0": "downsample.1"}
+_OUR_BLOCK = re.compile(r"^layer(\d)\.(\d+)\.(conv[123]|bn[123]|downsample\.[01])\.(\w+)$")
+
+
+def ferplus_name(key: str) -> str:
+    """Our caffe-layout key → the FER+ key (``layer2.0.bn1.weight`` → ``conv3_1_1x1_reduce_bn.weight``)."""
+    if key.startswith("conv1."):
+        return "conv1_7x7_s2." + key[len("conv1.") :]
+    if key.startswith("bn1."):
+        return "conv1_7x7_s2_bn." + key[len("bn1.") :]
+    if key.startswith("fc."):
+        return "classifier." + key[len("fc.") :]
+    match = _OUR_BLOCK.match(key)
+    if not match:
+        raise KeyError(f"no FER+ name for {key!r}")
+    stage, block, part, leaf = match.groups()
+    stem = f"conv{int(stage) + 1}_{int(block) + 1}_"
+    for caffe, ours in _BLOCK_PART.items():
+        if part == ours:
+            return f"{stem}{caffe}.{leaf}"
+        if part == _BN_PART[ours]:
+            return f"{stem}{caffe}_bn.{leaf}"
+    raise KeyError(f"no FER+ name for {key!r}")  # pragma: no cover - the regex admits only mapped parts
+
+
+def ferplus_module_name(module: str) -> str:
+    """Our module path → the FER+ module name (``layer4.2.conv2`` → ``conv5_3_3x3``), e.g. for traces."""
+    return ferplus_name(module + ".weight")[: -len(".weight")]
+
+
+def _backbone_key(key: str) -> str:
+    return "backbone.model." + ferplus_name(key[len("backbone.") :])
+
+
+def authors_cnn_name(key: str) -> str:
+    """Our :class:`MultitaskCNN` key → the authors' CNN checkpoint key (``cnn_checkpoint_keys.tsv``)."""
+    if key.startswith("backbone."):
+        return _backbone_key(key)
+    for task, index in (("EXPR", 0), ("VA", 1)):
+        prefix = f"heads.{task}."
+        if key.startswith(prefix):
+            return f"classifier.{index}." + key[len(prefix) :]
+    raise KeyError(f"no authors' CNN name for {key!r}")
+
+
+def authors_gru_name(key: str) -> str:
+    """Our :class:`CNNGRU` key → the authors' CNN+GRU checkpoint key (``gru_checkpoint_keys.tsv``)."""
+    if key.startswith("cnn."):
+        return "backbone." + authors_cnn_name(key[len("cnn.") :])
+    for task, index in (("EXPR", 0), ("VA", 1)):
+        prefix = f"gru.heads.{task}."
+        if key.startswith(prefix + "gru."):
+            return f"classifier.{index}.GRU_layer." + key[len(prefix + "gru.") :]
+        if key.startswith(prefix + "fc."):
+            return f"classifier.{index}.fc_1." + key[len(prefix + "fc.") :]
+    raise KeyError(f"no authors' GRU name for {key!r}")
+
+
+def read_foreign_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a foreign ``.pth`` file, loaded with ``weights_only=True``; ``module.`` prefixes removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFormatError(path, "file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise InputFormatError(
+            path, f"cannot read as a weights-only PyTorch file (nothing else is unpickled): {err}"
+        ) from err
+    for wrapper in ("state_dict", "model", "net"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputFormatError(path, "expected a state dict (a mapping of names to tensors)")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def _convert_state(
+    model: nn.Module,
+    foreign: dict[str, torch.Tensor],
+    name_of: Callable[[str], str],
+    path: str | Path,
+    *,
+    skip: Callable[[str], bool] = lambda key: False,
+) -> dict[str, torch.Tensor]:
+    """Map ``foreign`` onto ``model``'s keys, checking every key and shape first."""
+    ours = {k: v for k, v in model.state_dict().items() if not skip(k)}
+    mapping = {name_of(k): k for k in ours}
+    expected = {}
+    for theirs, key in mapping.items():
+        shape = tuple(ours[key].shape)
+        if key.endswith("fc.weight") and theirs.endswith("classifier.weight"):
+            shape = (*shape, 1, 1)  # the FER+ classifier is a 1×1 conv
+        expected[theirs] = shape
+    found = {k: tuple(v.shape) for k, v in foreign.items()}
+    for theirs, key in mapping.items():  # old files lack num_batches_tracked: accept both
+        if key.endswith("num_batches_tracked") and theirs not in found:
+            expected.pop(theirs)
+    problems = state_dict_differences(expected, found)
+    if problems:
+        raise InputFormatError(
+            path, "keys or shapes do not match the expected layout:\n  " + "\n  ".join(problems)
+        )
+    state = {}
+    for theirs, key in mapping.items():
+        if theirs in foreign:
+            state[key] = foreign[theirs].reshape(ours[key].shape).to(ours[key].dtype)
+        else:
+            state[key] = torch.zeros_like(ours[key])
+    return state
+
+
+def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def load_ferplus_backbone(path: str | Path, *, keep_classifier: bool = True, seed: int = 0) -> MultitaskCNN:
+    """A caffe-layout :class:`MultitaskCNN` with the FER+ trunk loaded and freshly initialised heads.
+
+    The FER+ 8-class classifier is kept as ``backbone.fc`` (``backbone_classes=8``) unless
+    ``keep_classifier`` is False; the multitask heads never use it. Returned in eval mode.
+    """
+    config = CNNConfig(backbone="resnet50_caffe", backbone_classes=8 if keep_classifier else 0)
+    model = _seeded(seed, lambda: MultitaskCNN(config))
+    foreign = read_foreign_state(path)
+    if not keep_classifier:
+        foreign = {k: v for k, v in foreign.items() if not k.startswith("classifier.")}
+    state = _convert_state(model.backbone, foreign, ferplus_name, path)
+    model.backbone.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def load_authors_cnn(path: str | Path) -> MultitaskCNN:
+    """The authors' CNN checkpoint (``net_epoch_*_id_resnet50.pth``) as a :class:`MultitaskCNN`, eval mode."""
+    model = MultitaskCNN(CNNConfig(backbone="resnet50_caffe"))
+    state = _convert_state(model, read_foreign_state(path), authors_cnn_name, path)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def load_authors_gru(path: str | Path) -> CNNGRU:
+    """The authors' CNN+GRU checkpoint (``..._id_resnet50_GRU.pth``) as our :class:`CNNGRU`, eval mode."""
+    model = CNNGRU(MultitaskCNN(CNNConfig(backbone="resnet50_caffe")), TemporalModel(GRUConfig()))
+    state = _convert_state(model, read_foreign_state(path), authors_gru_name, path)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def detect_source(state: dict[str, torch.Tensor]) -> str | None:
+    """Which layout a foreign state dict is in ("ferplus", "authors-cnn", "authors-gru"), or None."""
+    if any(k.startswith("backbone.backbone.model.") for k in state):
+        return "authors-gru"
+    if any(k.startswith("backbone.model.") for k in state):
+        return "authors-cnn"
+    if "conv1_7x7_s2.weight" in state:
+        return "ferplus"
+    return None
+
+
+def load_authors_checkpoint(path: str | Path) -> nn.Module:
+    """The authors' released CNN or CNN+GRU checkpoint (layout detected from the keys), in eval mode.
+
+    Feed it (B, 3, 112, 112) float tensors preprocessed as the FER+ weights expect: RGB 0–255 minus
+    (131.0912, 103.8827, 91.4953), no resize (``mtaffect.models.preprocessing.FERPLUS.apply``); a CNN+GRU
+    takes (B, T, 3, 112, 112). Outputs: expression logits (…, 7), valence and arousal bin logits (…, 20).
+    """
+    source = detect_source(read_foreign_state(path))
+    if source == "authors-cnn":
+        return load_authors_cnn(path)
+    if source == "authors-gru":
+        return load_authors_gru(path)
+    raise InputFormatError(
+        path,
+        "not one of the authors' checkpoints (no 'backbone.model.' or 'backbone.backbone.model.' keys)"
+        + (
+            "; it is the FER+ backbone: use load_ferplus_backbone / --from ferplus"
+            if source == "ferplus"
+            else ""
+        ),
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def convert(source: str, src: str | Path, out: str | Path, *, keep_classifier: bool = True) -> dict:
+    """Convert ``src`` (a FER+ or authors' ``.pth``) into an mtaffect checkpoint ``out``; returns its meta."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
+    src = Path(src)
+    if source == "ferplus":
+        model: nn.Module = load_ferplus_backbone(src, keep_classifier=keep_classifier)
+        stage = "ferplus_init"
+    elif source == "authors-cnn":
+        model, stage = load_authors_cnn(src), "authors_cnn"
+    else:
+        model, stage = load_authors_gru(src), "authors_gru"
+    origin = {"source": source, "file": src.name, "sha256": _sha256(src)}
+    return save_checkpoint(out, model, preprocessing=FERPLUS, stage=stage, converted_from=origin)
