@@ -29,9 +29,18 @@ def toy_index(n_tracks: int = 2, n_frames: int = 10, split: str = "train") -> pd
     rows = []
     for t in range(n_tracks):
         for f in range(1, n_frames + 1):
-            rows.append({"database": "affwild2", "split": split, "track": f"v{t}", "frame": f,
-                         "image": f"v{t}/{f:05d}.jpg", "expression": (t + f) % 7,
-                         "valence": 0.1 * (f % 5), "arousal": -0.1 * (f % 3)})
+            rows.append(
+                {
+                    "database": "affwild2",
+                    "split": split,
+                    "track": f"v{t}",
+                    "frame": f,
+                    "image": f"v{t}/{f:05d}.jpg",
+                    "expression": (t + f) % 7,
+                    "valence": 0.1 * (f % 5),
+                    "arousal": -0.1 * (f % 3),
+                }
+            )
     df = pd.DataFrame(rows)
     df["frame"] = df["frame"].astype("Int64")
     df["expression"] = df["expression"].astype("Int64")
@@ -65,8 +74,17 @@ PREP = {"size": SIZE, "mean": [128.0, 128.0, 128.0], "std": [1.0, 1.0, 1.0]}
 
 
 def build(tmp_path, model, index, **kwargs):
-    return ensure_feature_cache(model, index, {}, tmp_path, reader_factory=kwargs.pop("factory", FakeReader),
-                                preprocessing_meta=PREP, device="cpu", progress=False, **kwargs)
+    return ensure_feature_cache(
+        model,
+        index,
+        {},
+        tmp_path,
+        reader_factory=kwargs.pop("factory", FakeReader),
+        preprocessing_meta=PREP,
+        device="cpu",
+        progress=False,
+        **kwargs,
+    )
 
 
 def test_default_draws_start_with_the_eval_centre_crop():

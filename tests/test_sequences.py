@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_features import FakeReader, build, tiny_cnn, toy_index
 
 from mtaffect.data.sequences import (
     SequenceConfig,
@@ -18,6 +17,7 @@ from mtaffect.data.sequences import (
     iterate_steps,
     track_windows,
 )
+from test_features import build, tiny_cnn, toy_index
 
 
 def gappy_index() -> pd.DataFrame:
@@ -77,7 +77,9 @@ def test_loader_batches_use_one_draw_per_window_and_are_seeded(tmp_path):
     again = list(iterate_steps(build_window_loaders(index, cache, cfg, batch_size=2, seed=3), epoch=0))
     torch.testing.assert_close(again[0]["VA"][0]["VA"], steps[0]["VA"][0]["VA"])
     other_epoch = list(iterate_steps(loaders, epoch=1))
-    assert any(not torch.equal(a["EXPR"][0]["EXPR"], b["EXPR"][0]["EXPR"]) for a, b in zip(steps, other_epoch))
+    assert any(
+        not torch.equal(a["EXPR"][0]["EXPR"], b["EXPR"][0]["EXPR"]) for a, b in zip(steps, other_epoch)
+    )
 
     # one draw per window: each window equals the cache under a single draw
     loader: WindowLoader = loaders["EXPR"]

@@ -39,6 +39,7 @@ __all__ = [
     "SequenceConfig",
     "WindowSet",
     "WindowLoader",
+    "WindowTaskData",
     "gru_frames",
     "gru_task_frames",
     "build_window_set",
@@ -91,8 +92,9 @@ def _has_va(df: pd.DataFrame) -> np.ndarray:
     return (df["valence"].astype("Float64").notna() & df["arousal"].astype("Float64").notna()).to_numpy(bool)
 
 
-def gru_frames(index: pd.DataFrame, config: SequenceConfig, splits: Sequence[str] = ("train", "validation")
-               ) -> pd.DataFrame:
+def gru_frames(
+    index: pd.DataFrame, config: SequenceConfig, splits: Sequence[str] = ("train", "validation")
+) -> pd.DataFrame:
     """Rows of ``index`` the GRU stages read: video frames of ``config.databases`` in ``splits`` with a
     label (7-class expression or valence/arousal). This is what the feature cache must cover."""
     keep = index["database"].isin(config.databases).to_numpy() & index["split"].isin(splits).to_numpy()
@@ -101,8 +103,9 @@ def gru_frames(index: pd.DataFrame, config: SequenceConfig, splits: Sequence[str
     return index[keep]
 
 
-def gru_task_frames(index: pd.DataFrame, task_set: str, config: SequenceConfig, split: str = "train"
-                    ) -> pd.DataFrame:
+def gru_task_frames(
+    index: pd.DataFrame, task_set: str, config: SequenceConfig, split: str = "train"
+) -> pd.DataFrame:
     """Frames of one GRU task set: EXPR → expression-labelled, VA → VA-labelled, EXPR_VA → both."""
     frames = gru_frames(index, config, (split,))
     if task_set == "EXPR":
@@ -114,8 +117,9 @@ def gru_task_frames(index: pd.DataFrame, task_set: str, config: SequenceConfig, 
     raise UserError(f"unknown task set {task_set!r}; known: {', '.join(TASK_SETS)}")
 
 
-def track_windows(frames: np.ndarray, length: int, stride: int, *, mode: str, short: str = "pad"
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def track_windows(
+    frames: np.ndarray, length: int, stride: int, *, mode: str, short: str = "pad"
+) -> tuple[np.ndarray, np.ndarray]:
     """Windows over one track's sorted frame numbers → (positions (W, length), valid (W, length)).
 
     Positions index ``frames``; gaps split runs; padded steps repeat the run's last position and are
@@ -125,7 +129,9 @@ def track_windows(frames: np.ndarray, length: int, stride: int, *, mode: str, sh
     from mtaffect.windows import plan_windows
 
     min_length = length if (short == "drop" and mode == "train") else 1
-    windows = plan_windows(np.asarray(frames, dtype=np.int64), length, stride, mode=mode, min_length=min_length)
+    windows = plan_windows(
+        np.asarray(frames, dtype=np.int64), length, stride, mode=mode, min_length=min_length
+    )
     return windows.positions, windows.valid
 
 
@@ -161,8 +167,15 @@ class WindowSet:
         )
 
 
-def build_window_set(frames: pd.DataFrame, cache_positions: np.ndarray, *, length: int, stride: int,
-                     mode: str = "train", short: str = "pad") -> WindowSet:
+def build_window_set(
+    frames: pd.DataFrame,
+    cache_positions: np.ndarray,
+    *,
+    length: int,
+    stride: int,
+    mode: str = "train",
+    short: str = "pad",
+) -> WindowSet:
     """Cut every (database, track) of ``frames`` into windows.
 
     ``frames``: rows with database/track/frame/expression/valence/arousal; ``cache_positions``: their
@@ -179,7 +192,9 @@ def build_window_set(frames: pd.DataFrame, cache_positions: np.ndarray, *, lengt
     val = frames["valence"].astype("Float64").fillna(0.0).to_numpy(np.float32)
     aro = frames["arousal"].astype("Float64").fillna(0.0).to_numpy(np.float32)
     frame_no = frames["frame"].astype("Int64").to_numpy(np.int64)
-    order = np.lexsort((frame_no, frames["track"].astype(str).to_numpy(), frames["database"].astype(str).to_numpy()))
+    order = np.lexsort(
+        (frame_no, frames["track"].astype(str).to_numpy(), frames["database"].astype(str).to_numpy())
+    )
     keys = (frames["database"].astype(str) + "\x00" + frames["track"].astype(str)).to_numpy()[order]
     bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
     all_rows, all_valid = [], []
@@ -217,8 +232,19 @@ class WindowLoader:
     authors' ``drop_last``, unless there are fewer windows than one batch).
     """
 
-    def __init__(self, windows: WindowSet, cache: object, batch_size: int, *, seed: int = 0,
-                 train_draws: Sequence[int] | None = None, task_id: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        windows: WindowSet,
+        cache: object,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        train_draws: Sequence[int] | None = None,
+        task_id: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
         if len(windows) == 0:
             raise UserError("a GRU task set has no windows (are its tracks labelled?)")
         self.windows = windows
@@ -227,6 +253,7 @@ class WindowLoader:
         self.seed = int(seed)
         self.task_id = int(task_id)
         self.shuffle = shuffle
+        self.rank, self.world = int(rank), int(world)
         n_draws = len(cache.draws)
         self.train_draws = np.asarray(
             list(train_draws) if train_draws is not None else (range(1, n_draws) if n_draws > 1 else [0]),
@@ -238,7 +265,7 @@ class WindowLoader:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return max(1, len(self.windows) // self.batch_size)
+        return max(1, (len(self.windows) // self.world) // self.batch_size)
 
     def batch(self, sel: np.ndarray, draws: np.ndarray | int) -> tuple[dict[str, torch.Tensor], Targets]:
         """Inputs and targets of windows ``sel`` under per-window draws (cache draw indices)."""
@@ -247,30 +274,97 @@ class WindowLoader:
         return inputs, self.windows.targets(sel)
 
     def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], Targets]]:
+        return self.steps(0)
+
+    def steps(self, start: int = 0) -> Iterator[tuple[dict[str, torch.Tensor], Targets]]:
+        """Batches ``start ..`` of the current epoch; a batch depends only on (seed, epoch, task, rank)."""
         rng = np.random.default_rng([self.seed, self.epoch, self.task_id])
         n = len(self.windows)
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         draws = self.train_draws[rng.integers(0, len(self.train_draws), size=n)]
-        size = min(self.batch_size, n)
-        for b in range(len(self)):
+        order = order[self.rank :: self.world]  # DDP: rank r takes every world-th window
+        size = min(self.batch_size, len(order))
+        for b in range(start, len(self)):
             sel = order[b * size : (b + 1) * size]
             yield self.batch(sel, draws[sel])
 
 
-def build_window_loaders(index: pd.DataFrame, cache: object, config: SequenceConfig, batch_size: int,
-                         *, seed: int = 0, split: str = "train") -> dict[str, WindowLoader]:
+def build_window_loaders(
+    index: pd.DataFrame,
+    cache: object,
+    config: SequenceConfig,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    split: str = "train",
+    rank: int = 0,
+    world: int = 1,
+) -> dict[str, WindowLoader]:
     """One :class:`WindowLoader` per GRU task set of ``config`` (stride ``config.stride``)."""
     loaders = {}
     for task_id, task_set in enumerate(config.task_sets):
         frames = gru_task_frames(index, task_set, config, split)
-        windows = build_window_set(frames, cache.positions(frames), length=config.length, stride=config.stride,
-                                   mode="train", short=config.short)
-        loaders[task_set] = WindowLoader(windows, cache, batch_size, seed=seed, task_id=task_id)
+        windows = build_window_set(
+            frames,
+            cache.positions(frames),
+            length=config.length,
+            stride=config.stride,
+            mode="train",
+            short=config.short,
+        )
+        if len(windows) == 0:
+            raise UserError(f"GRU task set {task_set}: no {split} windows in databases {config.databases}")
+        loaders[task_set] = WindowLoader(
+            windows, cache, batch_size, seed=seed, task_id=task_id, rank=rank, world=world
+        )
     return loaders
 
 
-def iterate_steps(loaders: Mapping[str, WindowLoader], epoch: int = 0
-                  ) -> Iterator[dict[str, tuple[dict[str, torch.Tensor], Targets]]]:
+class WindowTaskData:
+    """The GRU stages' training data in the shape :func:`mtaffect.train.loop.fit` expects.
+
+    ``steps_per_epoch()`` = the shortest task loader (capped by ``max_steps``); ``epoch(e, start)``
+    yields ``{task_set: (inputs, Targets)}``; :meth:`to_device` moves a batch (inputs are already
+    float embeddings, so nothing else is done on the device).
+    """
+
+    def __init__(self, loaders: Mapping[str, WindowLoader], *, max_steps: int = 0) -> None:
+        if not loaders:
+            raise ValueError("no GRU task sets to train on")
+        self.loaders = dict(loaders)
+        self.max_steps = int(max_steps)
+
+    def steps_per_epoch(self) -> int:
+        steps = min(len(loader) for loader in self.loaders.values())
+        return min(steps, self.max_steps) if self.max_steps else steps
+
+    def epoch(
+        self, epoch: int, start_step: int = 0
+    ) -> Iterator[dict[str, tuple[dict[str, torch.Tensor], Targets]]]:
+        for loader in self.loaders.values():
+            loader.set_epoch(epoch)
+        n = self.steps_per_epoch()
+        iterators = [loader.steps(start_step) for loader in self.loaders.values()]
+        for _, batches in zip(range(start_step, n), zip(*iterators)):
+            yield dict(zip(self.loaders, batches))
+
+    @staticmethod
+    def to_device(
+        batch: Mapping[str, tuple[dict[str, torch.Tensor], Targets]], device: torch.device
+    ) -> dict[str, tuple[dict[str, torch.Tensor], Targets]]:
+        non_blocking = torch.device(device).type == "cuda"
+        return {
+            name: (
+                {k: v.to(device, non_blocking=non_blocking) for k, v in inputs.items()},
+                targets.to(device, non_blocking=non_blocking),
+            )
+            for name, (inputs, targets) in batch.items()
+        }
+
+
+def iterate_steps(
+    loaders: Mapping[str, WindowLoader], epoch: int = 0
+) -> Iterator[dict[str, tuple[dict[str, torch.Tensor], Targets]]]:
     """One training step per item: ``{task_set: (inputs, targets)}``; the epoch ends with the shortest
     task loader (METHOD.md §4.2)."""
     for loader in loaders.values():

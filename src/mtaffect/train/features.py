@@ -80,7 +80,9 @@ class Draw:
 EVAL_DRAW = Draw(False, 0.5, 0.5)
 
 
-def default_draws(translations: Sequence[float] = (0.125, 0.375, 0.625, 0.875), flips: bool = True) -> list[Draw]:
+def default_draws(
+    translations: Sequence[float] = (0.125, 0.375, 0.625, 0.875), flips: bool = True
+) -> list[Draw]:
     """Draw 0 = evaluation centre crop; then (no flip, flip) × diagonal translations ``v`` (x = y = v)."""
     draws = [EVAL_DRAW]
     for flip in (False, True) if flips else (False,):
@@ -100,12 +102,16 @@ def parse_draws(spec: Sequence[Any] | None) -> list[Draw]:
         if isinstance(item, Draw):
             draws.append(item)
         elif isinstance(item, dict):
-            draws.append(Draw(bool(item.get("flip", False)), float(item.get("x", 0.5)), float(item.get("y", 0.5))))
+            draws.append(
+                Draw(bool(item.get("flip", False)), float(item.get("x", 0.5)), float(item.get("y", 0.5)))
+            )
         else:
             flip, x, y = item
             draws.append(Draw(bool(flip), float(x), float(y)))
     if not draws or draws[0] != EVAL_DRAW:
-        raise UserError("feature cache draws: the first draw must be the centre crop {flip: false, x: 0.5, y: 0.5}")
+        raise UserError(
+            "feature cache draws: the first draw must be the centre crop {flip: false, x: 0.5, y: 0.5}"
+        )
     for d in draws:
         if not (0.0 <= d.x <= 1.0 and 0.0 <= d.y <= 1.0):
             raise UserError(f"feature cache draw {d}: x and y are fractions of the largest offset, in [0, 1]")
@@ -127,7 +133,7 @@ def apply_draw(faces: np.ndarray, draw: Draw, size: int, resize_factor: float = 
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" → CUDA when available, else CPU; anything else as given."""
+    """ "auto" → CUDA when available, else CPU; anything else as given."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -167,11 +173,23 @@ def frame_table(index: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def feature_cache_key(cnn_hash: str, draws: Sequence[Draw], size: int, resized: int, frames: pd.DataFrame) -> str:
+def feature_cache_key(
+    cnn_hash: str, draws: Sequence[Draw], size: int, resized: int, frames: pd.DataFrame
+) -> str:
     """Hash of everything the cached embeddings depend on (weights, draws, geometry, frame list)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"format": FORMAT, "cnn": cnn_hash, "draws": [asdict(d) for d in draws],
-                              "size": size, "resized": resized}, sort_keys=True).encode())
+    digest.update(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "cnn": cnn_hash,
+                "draws": [asdict(d) for d in draws],
+                "size": size,
+                "resized": resized,
+            },
+            sort_keys=True,
+        ).encode()
+    )
     for db, image in zip(frames["database"].to_numpy(), frames["image"].to_numpy()):
         digest.update(f"{db}\t{image}\n".encode())
     return digest.hexdigest()[:20]
@@ -191,7 +209,9 @@ class FeatureCache:
             raise UserError(f"{self.path}: not a feature cache (no meta.json)")
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         if not self.meta.get("complete"):
-            raise UserError(f"{self.path}: feature cache is incomplete; rerun ensure_feature_cache to finish it")
+            raise UserError(
+                f"{self.path}: feature cache is incomplete; rerun ensure_feature_cache to finish it"
+            )
         self.draws = [Draw(**d) for d in self.meta["draws"]]
         self.frames = pd.read_parquet(self.path / "frames.parquet")
         shape = (len(self.draws), len(self.frames), self.meta["dim"])
@@ -206,7 +226,9 @@ class FeatureCache:
 
     def positions(self, index: pd.DataFrame) -> np.ndarray:
         """Cache position of each row of ``index`` (matched on database + image); −1 where absent."""
-        keys = pd.MultiIndex.from_arrays([self.frames["database"].astype(str), self.frames["image"].astype(str)])
+        keys = pd.MultiIndex.from_arrays(
+            [self.frames["database"].astype(str), self.frames["image"].astype(str)]
+        )
         wanted = pd.MultiIndex.from_arrays([index["database"].astype(str), index["image"].astype(str)])
         return np.asarray(keys.get_indexer(wanted), dtype=np.int64)
 
@@ -216,8 +238,10 @@ class FeatureCache:
         positions = np.asarray(positions)
         valid = positions >= 0
         safe = np.where(valid, positions, 0)
-        draw_idx = np.broadcast_to(np.asarray(draws), positions.shape) if np.ndim(draws) else np.full(
-            positions.shape, int(draws)
+        draw_idx = (
+            np.broadcast_to(np.asarray(draws), positions.shape)
+            if np.ndim(draws)
+            else np.full(positions.shape, int(draws))
         )
         out = {}
         for task, mm in self.embeddings.items():
@@ -238,7 +262,9 @@ def _load_cnn(checkpoint: str | Path | torch.nn.Module, device: torch.device) ->
 
     model, meta = load_checkpoint(checkpoint, device=str(device))
     if meta.get("kind", "cnn") != "cnn":
-        raise UserError(f"{checkpoint}: the feature cache needs a CNN checkpoint, this one is {meta.get('kind')!r}")
+        raise UserError(
+            f"{checkpoint}: the feature cache needs a CNN checkpoint, this one is {meta.get('kind')!r}"
+        )
     return model, meta
 
 
@@ -268,14 +294,17 @@ def ensure_feature_cache(
     progress: bool = True,
     reader_factory: Callable[[pd.DataFrame], Any] | None = None,
     preprocessing_meta: dict | None = None,
-) -> FeatureCache:
+    only_existing: bool = False,
+) -> FeatureCache | None:
     """Compute (or reuse, or finish) the embeddings of every face image of ``index`` → :class:`FeatureCache`.
 
     ``checkpoint``: the frozen CNN student (a checkpoint path, or a model already loaded, whose weights
     are hashed). ``index``/``meta``: the frame rows to cover and the index meta (face locations, for
     :class:`mtaffect.data.faces.FaceReader`). ``size``: crop size (default: the checkpoint's input size);
-    faces are read at ``size`` and warped as the CNN stages do (resize ×``resize``, crop, flip). Resumable: finished chunks of ``batch_size`` frames are
-    recorded after their memmap rows are flushed, so an interrupted run recomputes at most one chunk.
+    faces are read at ``size`` and warped as the CNN stages do (resize ×``resize``, crop, flip).
+    Resumable: finished chunks of ``batch_size`` frames are recorded after their memmap rows are
+    flushed, so an interrupted run recomputes at most one chunk.
+    ``only_existing``: return None instead of computing when no complete cache matches.
     ``reader_factory(index) -> reader`` with ``read(rows) -> uint8 (n, S, S, 3)`` (rows = positions in
     ``index``); by default ``FaceReader(index, meta, size)``.
     """
@@ -297,6 +326,8 @@ def ensure_feature_cache(
     meta_path = folder / "meta.json"
     if meta_path.exists() and json.loads(meta_path.read_text()).get("complete"):
         return FeatureCache(folder)
+    if only_existing:
+        return None
 
     folder.mkdir(parents=True, exist_ok=True)
     write_parquet(frames, folder / "frames.parquet", index=False)
@@ -388,7 +419,9 @@ def ensure_gru_features(
     device: str | torch.device = "auto",
     progress: bool = True,
     reader_factory: Callable[[pd.DataFrame], Any] | None = None,
-) -> FeatureCache:
+    only_existing: bool = False,
+    preprocessing_meta: dict | None = None,
+) -> FeatureCache | None:
     """The GRU stages' cache: every frame they read (train and validation, see
     :func:`mtaffect.data.sequences.gru_frames`) under the draws of ``sequences``
     (:class:`mtaffect.data.sequences.SequenceConfig` or its dict). Called by both GRU stages and by
@@ -409,4 +442,6 @@ def ensure_gru_features(
         device=device,
         progress=progress,
         reader_factory=reader_factory,
+        only_existing=only_existing,
+        preprocessing_meta=preprocessing_meta,
     )

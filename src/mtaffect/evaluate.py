@@ -1,0 +1,561 @@
+"""Evaluation: the official per-frame protocol on every labelled frame of a split.
+
+* **CNN**: every frame once, with the evaluation transform (resize ×1.2, centre crop; METHOD.md §4.4).
+* **GRU**: per track, windows of ``length`` frames with stride ``eval_stride`` planned in
+  ``mode="predict"`` (:func:`mtaffect.windows.plan_windows`: gaps split runs, short runs are padded
+  and masked, the last window is aligned to the run's end); overlapping steps are averaged by
+  :func:`mtaffect.windows.stitch`, so **every frame is predicted exactly once and in order**. The
+  authors' test script keeps the first occurrence per frame after a collate transposition that
+  misaligns the last batch of every video (METHOD.md §8.1 bug 1); we never reorder: predictions are
+  written back by position.
+
+Metrics (:mod:`mtaffect.metrics`) are computed over all frames concatenated, per database and for all
+databases: EXPR (macro F1, accuracy, score = 0.67·F1 + 0.33·acc) on expression-labelled frames, CCC of
+valence and arousal on VA-labelled frames, and ``abaw_sum`` = EXPR score + CCC_V + CCC_A (the
+checkpoint-selection criterion of the training loop, METHOD.md §5).
+
+Python API: :func:`predict_cnn_frames`, :func:`predict_gru_frames`, :func:`score_table`,
+:func:`summary_metrics`, :func:`make_cnn_validator`, :func:`make_gru_validator` (the per-epoch
+``validate(model) -> dict`` of the training loop) and :func:`evaluate_checkpoint` (the CLI's work).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mtaffect import metrics
+from mtaffect.labels import EXPRESSIONS, NUM_EXPRESSIONS
+
+__all__ = [
+    "EvaluationResult",
+    "evaluate_checkpoint",
+    "format_table",
+    "plot_confusion",
+    "write_report",
+    "labelled_frames",
+    "make_cnn_validator",
+    "make_gru_validator",
+    "predict_cnn_frames",
+    "predict_gru_frames",
+    "score_table",
+    "summary_metrics",
+]
+
+PROB_COLUMNS = [f"p_{name.lower()}" for name in EXPRESSIONS]
+IN_MEMORY_LIMIT = 1 << 30
+"""Validation crops up to this many bytes are decoded once and kept in memory across epochs."""
+
+
+def _has_expression(df: pd.DataFrame) -> np.ndarray:
+    expr = df["expression"].astype("Int64")
+    return ((expr >= 0) & (expr < NUM_EXPRESSIONS)).fillna(False).to_numpy(dtype=bool)
+
+
+def _has_va(df: pd.DataFrame) -> np.ndarray:
+    return (df["valence"].astype("Float64").notna() & df["arousal"].astype("Float64").notna()).to_numpy(bool)
+
+
+def labelled_frames(
+    index: pd.DataFrame,
+    split: str = "validation",
+    databases: list[str] | None = None,
+    *,
+    videos_only: bool = False,
+) -> pd.DataFrame:
+    """Rows of ``split`` carrying a 7-class expression or a valence/arousal label (optionally only
+    the databases given, only video frames)."""
+    keep = (index["split"] == split).to_numpy(dtype=bool) & (_has_expression(index) | _has_va(index))
+    if databases:
+        keep &= index["database"].isin(databases).to_numpy(dtype=bool)
+    if videos_only:
+        keep &= index["frame"].astype("Int64").notna().to_numpy(dtype=bool)
+    return index[keep].reset_index(drop=True)
+
+
+def _decode(out: Any, decoding: str) -> np.ndarray:
+    """Outputs (..., ·) → (..., 9) float: 7 expression probabilities, valence, arousal."""
+    from mtaffect.models.cnn import decoded
+
+    values = decoded(out, decoding)
+    return (
+        torch.cat(
+            [
+                values["expression_probabilities"].float(),
+                values["valence"].float()[..., None],
+                values["arousal"].float()[..., None],
+            ],
+            dim=-1,
+        )
+        .cpu()
+        .numpy()
+    )
+
+
+def _decoding(model: nn.Module) -> str:
+    return getattr(getattr(model, "config", None), "va_decoding", "linspace")
+
+
+class _EvalCrops:
+    """Evaluation crops of a fixed frame list: read (and centre-cropped) once if they fit in memory."""
+
+    def __init__(self, reader: Any, n: int, size: int, resize_factor: float, batch_size: int) -> None:
+        self.reader, self.n, self.size = reader, n, size
+        self.resize_factor, self.batch_size = resize_factor, batch_size
+        self.kept: np.ndarray | None = None
+        if n * size * size * 3 <= IN_MEMORY_LIMIT:
+            self.kept = np.concatenate([self._read(lo) for lo in range(0, n, batch_size)]) if n else None
+
+    def _read(self, lo: int) -> np.ndarray:
+        from mtaffect.data.augment import eval_batch
+
+        rows = np.arange(lo, min(self.n, lo + self.batch_size))
+        return eval_batch(np.asarray(self.reader.read(rows)), self.size, resize_factor=self.resize_factor)
+
+    def batches(self):
+        for lo in range(0, self.n, self.batch_size):
+            yield lo, (self.kept[lo : lo + self.batch_size] if self.kept is not None else self._read(lo))
+
+
+@torch.inference_mode()
+def _run_cnn(model: nn.Module, crops: _EvalCrops, preprocessing: Any, device: torch.device) -> np.ndarray:
+    from mtaffect.models.cnn import autocast
+
+    was_training = model.training
+    model.eval()
+    out = np.zeros((crops.n, NUM_EXPRESSIONS + 2), np.float32)
+    try:
+        for lo, batch in crops.batches():
+            x = preprocessing.apply(torch.from_numpy(batch), device=device, channels_last=True)
+            with autocast(device):
+                result = model(x)
+            out[lo : lo + len(batch)] = _decode(result, _decoding(model))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def predict_cnn_frames(
+    model: nn.Module,
+    frames: pd.DataFrame,
+    meta: dict,
+    *,
+    preprocessing: Any,
+    resize_factor: float = 1.2,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    reader: Any = None,
+) -> np.ndarray:
+    """Per-frame predictions of a CNN on ``frames`` (index rows) → (N, 9): 7 probabilities, V, A."""
+    from mtaffect.train.features import resolve_device
+
+    if reader is None:
+        from mtaffect.data.faces import FaceReader
+
+        reader = FaceReader(frames, meta, preprocessing.size)
+    crops = _EvalCrops(reader, len(frames), preprocessing.size, resize_factor, batch_size)
+    return _run_cnn(model, crops, preprocessing, resolve_device(device))
+
+
+def _track_plan(frames: pd.DataFrame, length: int, stride: int) -> list[tuple[np.ndarray, Any]]:
+    """Per (database, track): (row positions in ``frames`` sorted by frame, Windows in predict mode)."""
+    from mtaffect.windows import plan_windows
+
+    number = frames["frame"].astype("Int64").to_numpy(np.int64)
+    keys = (frames["database"].astype(str) + "\x00" + frames["track"].astype(str)).to_numpy()
+    order = np.lexsort((number, keys))
+    bounds = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1], True])
+    plan = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        rows = order[a:b]
+        plan.append((rows, plan_windows(number[rows], length, stride, mode="predict")))
+    return plan
+
+
+@torch.inference_mode()
+def predict_gru_frames(
+    model: nn.Module,
+    cache: Any,
+    frames: pd.DataFrame,
+    *,
+    length: int = 32,
+    stride: int = 32,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    draw: int = 0,
+) -> np.ndarray:
+    """Per-frame predictions of a temporal model from cached embeddings → (N, 9) in ``frames`` order.
+
+    Windows per track (predict mode), batched across tracks, decoded per step, then averaged back
+    onto frames with :func:`mtaffect.windows.stitch`: each frame exactly once, in order.
+    """
+    from mtaffect.train.features import resolve_device
+    from mtaffect.windows import stitch
+
+    device = resolve_device(device)
+    positions = cache.positions(frames)
+    if (positions < 0).any():
+        raise ValueError(f"{int((positions < 0).sum())} frames are not in the feature cache")
+    plan = _track_plan(frames, length, stride)
+    windows_cache = np.concatenate([positions[rows][w.positions] for rows, w in plan]) if plan else None
+    n_windows = 0 if windows_cache is None else len(windows_cache)
+    values = np.zeros((n_windows, length, NUM_EXPRESSIONS + 2), np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        for lo in range(0, n_windows, batch_size):
+            inputs = cache.gather(windows_cache[lo : lo + batch_size], draw)
+            out = model({k: v.to(device) for k, v in inputs.items()})
+            values[lo : lo + batch_size] = _decode(out, _decoding(model))
+    finally:
+        model.train(was_training)
+    result = np.full((len(frames), NUM_EXPRESSIONS + 2), np.nan, np.float32)
+    start = 0
+    for rows, windows in plan:
+        result[rows] = stitch(values[start : start + len(windows)], windows, len(rows))
+        start += len(windows)
+    return result
+
+
+def _with_predictions(frames: pd.DataFrame, predicted: np.ndarray) -> pd.DataFrame:
+    out = frames.reset_index(drop=True).copy()
+    probs = predicted[:, :NUM_EXPRESSIONS]
+    out["pred_expression"] = probs.argmax(axis=1).astype(np.int64)
+    for i, column in enumerate(PROB_COLUMNS):
+        out[column] = probs[:, i]
+    out["pred_valence"] = predicted[:, NUM_EXPRESSIONS]
+    out["pred_arousal"] = predicted[:, NUM_EXPRESSIONS + 1]
+    return out
+
+
+def _scores(df: pd.DataFrame) -> dict[str, float]:
+    row: dict[str, float] = {}
+    has_e, has_va = _has_expression(df), _has_va(df)
+    row["n_expression"] = int(has_e.sum())
+    if has_e.any():
+        s = metrics.expr_score(
+            df["expression"].astype("Int64").to_numpy(np.int64, na_value=0)[has_e],
+            df["pred_expression"].to_numpy()[has_e],
+        )
+        row.update(expr_f1=s["f1"], expr_accuracy=s["accuracy"], expr_score=s["score"])
+    row["n_va"] = int(has_va.sum())
+    if has_va.any():
+        true_v = df["valence"].astype("Float64").to_numpy(np.float64, na_value=np.nan)[has_va]
+        true_a = df["arousal"].astype("Float64").to_numpy(np.float64, na_value=np.nan)[has_va]
+        v = metrics.va_scores(
+            true_v, df["pred_valence"].to_numpy()[has_va], true_a, df["pred_arousal"].to_numpy()[has_va]
+        )
+        row.update(ccc_valence=v["ccc_valence"], ccc_arousal=v["ccc_arousal"], ccc_mean=v["ccc_mean"])
+    row["abaw_sum"] = row.get("expr_score", 0.0) + row.get("ccc_valence", 0.0) + row.get("ccc_arousal", 0.0)
+    return row
+
+
+TABLE_COLUMNS = [
+    "database",
+    "n_expression",
+    "expr_f1",
+    "expr_accuracy",
+    "expr_score",
+    "n_va",
+    "ccc_valence",
+    "ccc_arousal",
+    "ccc_mean",
+    "abaw_sum",
+]
+
+
+def score_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Per database (and "all" when there are several) ABAW scores of per-frame predictions.
+
+    Columns: database, n_expression, expr_f1, expr_accuracy, expr_score, n_va, ccc_valence,
+    ccc_arousal, ccc_mean, abaw_sum (NaN where a database has no frame of a task).
+    """
+    rows = [{"database": db, **_scores(part)} for db, part in predictions.groupby("database", sort=True)]
+    if len(rows) != 1:
+        rows.append({"database": "all", **_scores(predictions)})
+    return pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
+
+
+def summary_metrics(predictions: pd.DataFrame) -> dict[str, float]:
+    """The loop's validation dict over all frames.
+
+    Keys: expr_score, expr_f1, expr_accuracy, ccc_valence, ccc_arousal, ccc_mean, abaw_sum.
+    """
+    row = _scores(predictions)
+    return {
+        k: float(row.get(k, 0.0))
+        for k in (
+            "expr_score",
+            "expr_f1",
+            "expr_accuracy",
+            "ccc_valence",
+            "ccc_arousal",
+            "ccc_mean",
+            "abaw_sum",
+        )
+    }
+
+
+def make_cnn_validator(
+    frames: pd.DataFrame,
+    meta: dict,
+    *,
+    preprocessing: Any,
+    resize_factor: float = 1.2,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    reader: Any = None,
+) -> Callable[[nn.Module], dict[str, float]]:
+    """``validate(model) -> metrics`` for a CNN on ``frames`` (e.g. ``TaskSets.validation``).
+
+    The evaluation crops are read once and kept in memory when they fit (:data:`IN_MEMORY_LIMIT`).
+    """
+    from mtaffect.train.features import resolve_device
+
+    frames = frames.reset_index(drop=True)
+    if reader is None:
+        from mtaffect.data.faces import FaceReader
+
+        reader = FaceReader(frames, meta, preprocessing.size)
+    crops = _EvalCrops(reader, len(frames), preprocessing.size, resize_factor, batch_size)
+    device = resolve_device(device)
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        return summary_metrics(_with_predictions(frames, _run_cnn(model, crops, preprocessing, device)))
+
+    return validate
+
+
+def make_gru_validator(
+    frames: pd.DataFrame,
+    cache: Any,
+    *,
+    length: int = 32,
+    stride: int = 32,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> Callable[[nn.Module], dict[str, float]]:
+    """``validate(model) -> metrics`` for a temporal model on cached embeddings (centre-crop draw)."""
+    frames = frames.reset_index(drop=True)
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        predicted = predict_gru_frames(
+            model, cache, frames, length=length, stride=stride, batch_size=batch_size, device=device
+        )
+        return summary_metrics(_with_predictions(frames, predicted))
+
+    return validate
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_checkpoint` returns: the table, the per-frame predictions, the summary."""
+
+    table: pd.DataFrame
+    predictions: pd.DataFrame
+    metrics: dict[str, float]
+    kind: str
+    skipped: dict[str, int]
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    index: str | Path | pd.DataFrame,
+    *,
+    split: str = "validation",
+    databases: list[str] | None = None,
+    cnn: str | Path | None = None,
+    features: str | Path | None = None,
+    stride: int | None = None,
+    batch_size: int = 128,
+    device: str = "auto",
+    progress: bool = True,
+    index_meta: dict | None = None,
+) -> EvaluationResult:
+    """Evaluate a checkpoint (CNN, GRU or CNN+GRU) on the labelled frames of ``split`` of an index.
+
+    GRU checkpoints read embeddings from the feature cache of their CNN (``cnn``, else the
+    ``model.cnn_checkpoint`` of their training config): the training cache is reused when it exists
+    (``features``, else the config's ``data.features``, else ``<checkpoint folder>/../features``);
+    otherwise a centre-crop-only cache of the evaluated frames is computed there.
+    """
+    from mtaffect.checkpoint import load_checkpoint
+    from mtaffect.errors import UserError
+    from mtaffect.train.features import EVAL_DRAW, ensure_feature_cache, ensure_gru_features, resolve_device
+
+    dev = resolve_device(device)
+    if isinstance(index, pd.DataFrame):
+        df, meta = index, dict(index_meta or {})
+    else:
+        from mtaffect.data.index import read_index
+
+        df, meta = read_index(index)
+    model, ck = load_checkpoint(checkpoint, device=str(dev))
+    kind = ck.get("kind", "cnn")
+    skipped: dict[str, int] = {}
+    if kind == "cnn":
+        frames = labelled_frames(df, split, databases)
+        if frames.empty:
+            raise UserError(
+                f"no labelled {split} frames in the index" + (f" for {databases}" if databases else "")
+            )
+        predicted = predict_cnn_frames(
+            model,
+            frames,
+            meta,
+            preprocessing=ck["preprocessing"],
+            resize_factor=_train_get(ck, "data", "resize_factor", 1.2),
+            batch_size=batch_size,
+            device=dev,
+        )
+    else:
+        all_frames = labelled_frames(df, split, databases)
+        frames = labelled_frames(df, split, databases, videos_only=True)
+        skipped = {"still images (no frame number, no window)": len(all_frames) - len(frames)}
+        if frames.empty:
+            raise UserError(f"no labelled {split} video frames in the index for the GRU")
+        sequences = dict(_train_get(ck, "data", "sequences", {}) or {})
+        length = int(sequences.get("length", 32))
+        stride = int(stride or sequences.get("eval_stride", 32))
+        if kind == "cnn_gru":
+            cnn_model, gru_model, prep = model.cnn, model.gru, ck["preprocessing"]
+        else:
+            cnn_path = cnn or _train_get(ck, "model", "cnn_checkpoint", "")
+            if not cnn_path:
+                raise UserError(f"{checkpoint}: a GRU checkpoint needs its CNN: pass --cnn CHECKPOINT")
+            cnn_model, cnn_meta = load_checkpoint(cnn_path, device=str(dev))
+            gru_model, prep = model, cnn_meta["preprocessing"]
+        root = Path(
+            features or _train_get(ck, "data", "features", "") or Path(checkpoint).parent.parent / "features"
+        )
+        common = dict(
+            size=prep.size,
+            resize=_train_get(ck, "data", "resize_factor", 1.2),
+            device=dev,
+            progress=progress,
+            preprocessing_meta=prep.to_dict(),
+        )
+        cache = None
+        if set(sequences) <= _sequence_fields():
+            cache = ensure_gru_features(df, meta, cnn_model, sequences, root, only_existing=True, **common)
+        if cache is None or (cache.positions(frames) < 0).any():
+            cache = ensure_feature_cache(
+                cnn_model, frames, meta, root, draws=[EVAL_DRAW], batch_size=256, **common
+            )
+        predicted = predict_gru_frames(
+            gru_model,
+            cache,
+            frames,
+            length=length,
+            stride=stride,
+            batch_size=max(1, batch_size // 2),
+            device=dev,
+        )
+    predictions = _with_predictions(frames, predicted)
+    return EvaluationResult(
+        score_table(predictions), predictions, summary_metrics(predictions), kind, skipped
+    )
+
+
+def _sequence_fields() -> set[str]:
+    from dataclasses import fields
+
+    from mtaffect.data.sequences import SequenceConfig
+
+    return {f.name for f in fields(SequenceConfig)}
+
+
+def _train_get(meta: dict, section: str, key: str, default: Any) -> Any:
+    """A value of the training config stored in a checkpoint (``meta["train"][section][key]``)."""
+    value = ((meta.get("train") or {}).get(section) or {}).get(key)
+    return default if value in (None, "") else value
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The score table as aligned text (3 decimals, counts as integers)."""
+    shown = table.copy()
+    for column in shown.columns:
+        if column.startswith("n_"):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
+        elif column != "database":
+            shown[column] = shown[column].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}")
+    return shown.to_string(index=False)
+
+
+def plot_confusion(predictions: pd.DataFrame, path: str | Path, title: str = "") -> None:
+    """Row-normalised confusion matrix of the expression-labelled frames, as a PNG (atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mtaffect.io import atomic_path
+
+    has_e = _has_expression(predictions)
+    truth = predictions["expression"].astype("Int64").to_numpy(np.int64, na_value=0)[has_e]
+    counts = metrics.confusion_matrix(truth, predictions["pred_expression"].to_numpy()[has_e])
+    totals = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    fig, ax = plt.subplots(figsize=(6.4, 5.4), dpi=110)
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(NUM_EXPRESSIONS), EXPRESSIONS, rotation=45, ha="right")
+    ax.set_yticks(range(NUM_EXPRESSIONS), EXPRESSIONS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(NUM_EXPRESSIONS):
+        for j in range(NUM_EXPRESSIONS):
+            if counts[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    f"{rates[i, j]:.2f}\n{counts[i, j]}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
+    ax.set_title(title or f"expression confusion ({int(has_e.sum())} frames)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_report(result: EvaluationResult, out_dir: str | Path, *, checkpoint: str = "") -> dict[str, Path]:
+    """Write ``scores.csv``, ``scores.json``, ``predictions.parquet`` and ``confusion.png`` (atomically)."""
+    from mtaffect.io import write_csv, write_json, write_parquet
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        name: out / name for name in ("scores.csv", "scores.json", "predictions.parquet", "confusion.png")
+    }
+    write_csv(result.table, paths["scores.csv"])
+    records = result.table.astype(object).where(result.table.notna(), None).to_dict(orient="records")
+    write_json(
+        paths["scores.json"],
+        {
+            "checkpoint": checkpoint,
+            "kind": result.kind,
+            "summary": result.metrics,
+            "per_database": records,
+            "skipped": result.skipped,
+        },
+    )
+    write_parquet(result.predictions, paths["predictions.parquet"], index=False)
+    if _has_expression(result.predictions).any():
+        plot_confusion(result.predictions, paths["confusion.png"])
+    else:
+        paths.pop("confusion.png")
+    return paths
