@@ -113,8 +113,9 @@ class TrainConfig:
     """DataLoader worker processes reading and augmenting batches (0 = in the training process)."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N."""
-    amp: str = "auto"
-    """auto (bf16 on CUDA when supported, else fp16; off on CPU) | bf16 | fp16 | off."""
+    amp: Any = "auto"
+    """auto (bf16 on CUDA when supported, else fp16; off on CPU) | bf16 | fp16 | off (YAML's bare
+    ``off``/``false`` reads as False and means off)."""
     channels_last: bool = True
     """Memory format of the CNN input and weights on CUDA (and on CPU, where it is 1.5× faster)."""
     threads: int = 0
@@ -242,6 +243,11 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
         return _check_type(where, value, inner[0])
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     expected = origin or hint
     if expected is bool and not isinstance(value, bool):
         raise UserError(f"config key {where}: expected true/false, got {value!r}")

@@ -3,7 +3,8 @@
 A batch is ``{task_set: (inputs, Targets)}`` (task sets "EXPR", "VA", "EXPR_VA"); inputs are
 normalised images ``(N, 3, S, S)`` for the CNN or embedding dicts ``{"EXPR": (B, T, 128), "VA": ...}``
 for the GRU. A task returns ``{"loss": scalar, <named parts>...}`` from
-:mod:`mtaffect.losses`; the loop only sums nothing, backpropagates ``"loss"`` and logs the rest.
+:mod:`mtaffect.losses` (which flattens GRU outputs (B, T, ·) to frames and honours the masks); the
+loop backpropagates ``"loss"`` and logs the rest.
 
 * :class:`SupervisedTask` — the teachers (P eq. 7): ground truth only.
 * :class:`DistillationTask` — the students (P eq. 9 / eq. 10): wraps a *frozen* teacher that runs in
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtaffect.models.outputs import Outputs, Targets, flatten_outputs
+from mtaffect.models.outputs import Outputs, Targets
 
 __all__ = ["SupervisedTask", "DistillationTask", "forward_task_sets"]
 
@@ -44,13 +45,6 @@ def _slice_outputs(out: Outputs, lo: int, hi: int) -> Outputs:
 
 def _batch_len(inputs: Any) -> int:
     return len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
-
-
-def _per_frame(out: Outputs, targets: Targets) -> tuple[Outputs, Targets]:
-    """GRU outputs (B, T, C) and targets (B, T) → per-frame (B·T, C), (B·T,) as the losses expect."""
-    if out.expression.dim() == 3:
-        return flatten_outputs(out), targets.flatten()
-    return out, targets
 
 
 def forward_task_sets(model: nn.Module, batch: Batch, *, concat: bool = False) -> dict[str, Outputs]:
@@ -83,10 +77,8 @@ class SupervisedTask(nn.Module):
         from mtaffect.losses import teacher_objective
 
         outputs = forward_task_sets(self.model, batch, concat=self.concat_task_sets)
-        outs, targets = {}, {}
-        for name, out in outputs.items():
-            outs[name], targets[name] = _per_frame(out, batch[name][1])
-        return teacher_objective(outs, targets, self.loss_config)
+        targets = {name: targets for name, (_, targets) in batch.items()}
+        return teacher_objective(outputs, targets, self.loss_config)
 
 
 class DistillationTask(nn.Module):
@@ -128,8 +120,6 @@ class DistillationTask(nn.Module):
         with torch.no_grad():
             teacher_out = forward_task_sets(self.teacher, batch, concat=self.concat_task_sets)
         student_out = forward_task_sets(self.model, batch, concat=self.concat_task_sets)
-        s, t, targets = {}, {}, {}
-        for name in batch:
-            s[name], targets[name] = _per_frame(student_out[name], batch[name][1])
-            t[name], _ = _per_frame(teacher_out[name], batch[name][1])
-        return student_objective(s, t, targets, self.loss_config, shared_labels=self.shared_labels)
+        targets = {name: targets for name, (_, targets) in batch.items()}
+        return student_objective(student_out, teacher_out, targets, self.loss_config,
+                                 shared_labels=self.shared_labels)

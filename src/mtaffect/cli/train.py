@@ -1,0 +1,57 @@
+"""``mtaffect train CONFIG [key=value ...] --out DIR [--resume | --overwrite] [--device ...]``.
+
+CONFIG is a recipe file or the name of a packaged one (cnn_teacher, cnn_student, gru_teacher,
+gru_student). Under ``torchrun --nproc_per_node K`` the same command trains with DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+EXAMPLES = """examples:
+  mtaffect train cnn_teacher data.index=index.parquet --out runs/cnn_teacher
+  mtaffect train cnn_student data.index=index.parquet stage.teacher=runs/cnn_teacher/best.safetensors \\
+      --out runs/cnn_student
+  mtaffect train cnn_teacher data.index=index.parquet --out runs/cnn_teacher --resume
+  torchrun --nproc_per_node 4 -m mtaffect train cnn_teacher data.index=index.parquet --out runs/ddp
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXAMPLES
+    parser.add_argument("config", help="recipe YAML, or a packaged recipe name (cnn_teacher, gru_student...)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, YAML-typed (train.epochs=3, stage.shared_labels=false)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="run folder (checkpoint, metrics.csv, resume state)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    mode.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from mtaffect.config import load_config, resolve
+
+    config = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(resolve(config), sort_keys=False), end="")
+        return 0
+    from mtaffect.train.stages import run_stage
+
+    result = run_stage(config, args.out, resume=args.resume, overwrite=args.overwrite, device=args.device)
+    summary = {
+        "stage": result.stage,
+        "checkpoint": str(result.checkpoint),
+        "best_epoch": result.fit.best_epoch,
+        "epochs_run": result.fit.epochs_run,
+        "stopped_early": result.fit.stopped_early,
+        "best_metrics": {k: round(v, 4) for k, v in result.fit.best_metrics.items()},
+    }
+    print(json.dumps(summary, indent=2))
+    return 0

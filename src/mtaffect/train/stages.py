@@ -1,0 +1,267 @@
+"""The paper's four training stages as rows of one table, run by one loop.
+
+========== ===== ======= ========= =====================================================
+stage      model data    objective what it learns from
+========== ===== ======= ========= =====================================================
+cnn_teacher cnn  frames  teacher   ground truth of the task sets (P eq. 7)
+cnn_student cnn  frames  student   ground truth + the frozen CNN teacher (P eq. 9 / 10)
+gru_teacher gru  windows teacher   ground truth on 32-frame windows of cached embeddings
+gru_student gru  windows student   ground truth + the frozen GRU teacher
+========== ===== ======= ========= =====================================================
+
+``frames``: per task set, balanced batches of N augmented face crops
+(:class:`mtaffect.data.loading.FrameTaskData`). ``windows``: per task set, batches of windows of the
+frozen CNN student's embeddings from the feature cache (:mod:`mtaffect.train.features`, built or
+reused automatically, shared by the GRU teacher and student). The student is a fresh model
+(``model.init_from`` may give it e.g. the FER+ backbone), never a copy of its teacher (METHOD.md §5).
+
+:func:`run_stage` is the whole stage: run folder, seeds, model, data, task, optimizer, DDP,
+:func:`mtaffect.train.loop.fit`, and ``best.safetensors`` (weights + resolved config + metrics).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from mtaffect.config import Config, component, config_from_resolved, resolve
+from mtaffect.errors import UserError
+from mtaffect.io import prepare_output_dir, write_text
+from mtaffect.train import components as C
+from mtaffect.train import distributed
+from mtaffect.train.loop import FitResult, fit
+from mtaffect.train.tasks import DistillationTask, SupervisedTask
+
+__all__ = ["Stage", "STAGES", "StageResult", "run_stage", "BEST_CHECKPOINT", "RUN_CONFIG"]
+
+BEST_CHECKPOINT = "best.safetensors"
+RUN_CONFIG = "config.yaml"
+# keys that may differ when a run is resumed (they do not change what is computed)
+RESUMABLE_CHANGES = {"train.epochs", "train.patience", "train.device", "train.progress", "train.workers",
+                     "train.threads", "train.tensorboard"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the recipe: which model, which data, which objective, which default recipe."""
+
+    name: str
+    model: str  # "cnn" | "gru"
+    data: str  # "frames" | "windows"
+    objective: str  # "teacher" | "student"
+    recipe: str  # packaged YAML under mtaffect/configs/
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage("cnn_teacher", "cnn", "frames", "teacher", "cnn_teacher.yaml"),
+        Stage("cnn_student", "cnn", "frames", "student", "cnn_student.yaml"),
+        Stage("gru_teacher", "gru", "windows", "teacher", "gru_teacher.yaml"),
+        Stage("gru_student", "gru", "windows", "student", "gru_student.yaml"),
+    )
+}
+
+
+@dataclass
+class StageResult:
+    """Where a stage wrote its best checkpoint, and how training went."""
+
+    stage: str
+    run_dir: Path
+    checkpoint: Path
+    fit: FitResult
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _check_resume(run_dir: Path, config: Config) -> None:
+    """A resumed run must be the same recipe (up to :data:`RESUMABLE_CHANGES`)."""
+    stored_path = run_dir / RUN_CONFIG
+    if not stored_path.exists():
+        return
+    stored = _flat(resolve(config_from_resolved(yaml.safe_load(stored_path.read_text()) or {})))
+    current = _flat(resolve(config))
+    changed = sorted(k for k in set(stored) | set(current)
+                     if stored.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise UserError(
+            f"{stored_path}: --resume with a different recipe ({', '.join(changed)}); "
+            "use a new --out folder or --overwrite"
+        )
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - third-party code may use the legacy global generator
+    torch.manual_seed(seed)
+
+
+def _amp_dtype(request: str | bool, device: torch.device) -> torch.dtype | None:
+    if isinstance(request, bool):
+        request = "auto" if request else "off"
+    if request not in ("auto", "bf16", "fp16", "off"):
+        raise UserError(f"train.amp must be auto, bf16, fp16 or off, got {request!r}")
+    if request == "off" or device.type != "cuda":
+        return None  # AMP pays only on CUDA here (bf16 autocast is 0.6× fp32 on this CPU, PERFORMANCE.md §7)
+    if request == "bf16":
+        return torch.bfloat16
+    if request == "fp16":
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _build_model(stage: Stage, config: Config) -> torch.nn.Module:
+    return C.build_cnn(config) if stage.model == "cnn" else C.build_gru(config)
+
+
+def _frames_pipeline(config: Config, ctx: distributed.DistContext) -> tuple[Any, Any, Any, Any]:
+    index, meta = C.read_index(config)
+    data, validation = C.build_frame_data(
+        config, index, meta, rank=ctx.rank, world=ctx.world, pin_memory=ctx.device.type == "cuda"
+    )
+    validate = C.frame_validator(validation, meta, config, ctx.device) if ctx.is_main else None
+    return data, C.image_preparer(config, ctx.device), validate, C.cnn_preprocessing(config)
+
+
+def _windows_pipeline(
+    config: Config, ctx: distributed.DistContext, run_dir: Path
+) -> tuple[Any, Any, Any, Any]:
+    from mtaffect.data.sequences import SequenceConfig, build_window_loaders, gru_frames
+    from mtaffect.train.features import default_draws, ensure_feature_cache
+
+    if not config.model.cnn_checkpoint:
+        raise UserError("GRU stages need model.cnn_checkpoint=<the CNN student checkpoint>")
+    seq = component(SequenceConfig, config.data.sequences, "data.sequences")
+    index, meta = C.read_index(config)
+    cache_root = Path(config.data.features) if config.data.features else run_dir.parent / "features"
+    frames = gru_frames(index, seq)
+    draws = default_draws(tuple(seq.translations), seq.flips)
+    if ctx.is_main:  # one process computes the cache; the others wait, then read it
+        ensure_feature_cache(config.model.cnn_checkpoint, frames, meta, cache_root, draws=draws,
+                             size=config.data.image_size, resize=config.data.resize_factor,
+                             batch_size=seq.cache_batch, device=ctx.device, progress=config.train.progress)
+    distributed.barrier(ctx)
+    cache = ensure_feature_cache(config.model.cnn_checkpoint, frames, meta, cache_root, draws=draws,
+                                 size=config.data.image_size, resize=config.data.resize_factor,
+                                 batch_size=seq.cache_batch, device=ctx.device, progress=False)
+    loaders = build_window_loaders(index, cache, seq, config.train.batch_per_task, seed=config.train.seed)
+    data = C.WindowTaskData(loaders, rank=ctx.rank, world=ctx.world,
+                            max_steps=config.train.max_steps_per_epoch)
+    validate = _window_validator(index, cache, seq, ctx.device) if ctx.is_main else None
+    return data, C.move_embeddings, validate, None
+
+
+def _window_validator(index: Any, cache: Any, seq: Any, device: torch.device) -> Any:
+    from mtaffect.evaluate import window_validator
+
+    return window_validator(index, cache, seq, device=device)
+
+
+def run_stage(
+    config: Config,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str | None = None,
+) -> StageResult:
+    """Train one stage of the recipe into ``out_dir``; see the module docstring.
+
+    ``out_dir`` is never overwritten unless ``overwrite``; ``resume`` continues it from its last
+    finished epoch. ``device`` overrides ``train.device``. Launch under ``torchrun`` for DDP.
+    """
+    if config.stage.name not in STAGES:
+        raise UserError(f"stage.name {config.stage.name!r} is not one of {', '.join(STAGES)}")
+    stage = STAGES[config.stage.name]
+    if device is not None:
+        config.train.device = device
+    ctx = distributed.setup(config.train.device)
+    try:
+        run_dir = Path(out_dir)
+        if ctx.is_main:
+            prepare_output_dir(run_dir, overwrite=overwrite, resume=resume)
+            if resume:
+                _check_resume(run_dir, config)
+            write_text(run_dir / RUN_CONFIG, yaml.safe_dump(resolve(config), sort_keys=False))
+        distributed.barrier(ctx)
+        if config.train.threads > 0:
+            torch.set_num_threads(config.train.threads)
+        _seed_everything(config.train.seed)
+
+        model = _build_model(stage, config).to(ctx.device)
+        if stage.model == "cnn":
+            data, to_device, validate, preprocessing = _frames_pipeline(config, ctx)
+            if config.train.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+        else:
+            data, to_device, validate, preprocessing = _windows_pipeline(config, ctx, run_dir)
+        loss_config = _loss_config(config)
+        if stage.objective == "teacher":
+            task = SupervisedTask(model, loss_config, concat_task_sets=config.train.concat_task_sets)
+        else:
+            teacher = C.load_teacher(config.stage.teacher, stage.model, ctx.device)
+            if stage.model == "cnn" and config.train.channels_last:
+                teacher = teacher.to(memory_format=torch.channels_last)
+            task = DistillationTask(model, teacher, loss_config, shared_labels=config.stage.shared_labels,
+                                    concat_task_sets=config.train.concat_task_sets)
+        optimizer = torch.optim.Adam(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=config.optim.lr,
+            betas=tuple(config.optim.betas),
+            weight_decay=config.optim.weight_decay,
+        )
+        checkpoint = run_dir / BEST_CHECKPOINT
+        resolved = resolve(config)
+
+        def save_best(metrics: dict[str, float], epoch: int) -> None:
+            from mtaffect.checkpoint import save_checkpoint
+
+            extra = {"preprocessing": preprocessing} if preprocessing is not None else {}
+            save_checkpoint(checkpoint, model, stage=stage.name, train=resolved, metrics=metrics, epoch=epoch,
+                            **extra)
+
+        result = fit(
+            task,
+            data,
+            optimizer,
+            run_dir=run_dir,
+            epochs=config.train.epochs,
+            patience=config.train.patience,
+            validate=validate,
+            save_best=save_best,
+            to_device=to_device,
+            device=ctx.device,
+            amp_dtype=_amp_dtype(config.train.amp, ctx.device),
+            resume=resume,
+            progress=config.train.progress,
+            tensorboard=config.train.tensorboard,
+            trainer=distributed.wrap(task, ctx),
+            rank=ctx.rank,
+            world=ctx.world,
+            desc=stage.name,
+        )
+        return StageResult(stage.name, run_dir, checkpoint, result)
+    finally:
+        distributed.cleanup(ctx)
+
+
+def _loss_config(config: Config) -> Any:
+    from mtaffect.losses import LossConfig
+
+    return component(LossConfig, config.loss, "loss")
