@@ -195,7 +195,11 @@ class VideoReader:
             self.error = f"decoding stopped after {index} frames: {err}"
         finally:
             self._container.close()
-        if self.error is None and self.frame_count and index < self.frame_count - 2:
+        if (
+            self.error is None
+            and self.frame_count
+            and index + max(3, 0.05 * self.frame_count) < self.frame_count
+        ):
             self.error = (
                 f"only {index} of the {self.frame_count} frames the file announces could be decoded "
                 "(truncated or damaged file?)"

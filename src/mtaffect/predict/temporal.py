@@ -31,13 +31,24 @@ def _decoded_windows(model: FaceModel, emb_expr: np.ndarray, emb_va: np.ndarray)
 
 
 def predict_track(
-    model: FaceModel, emb_expr: np.ndarray, emb_va: np.ndarray, *, length: int = 32, stride: int = 16
+    model: FaceModel,
+    emb_expr: np.ndarray,
+    emb_va: np.ndarray,
+    *,
+    frames: np.ndarray | None = None,
+    length: int = 32,
+    stride: int = 16,
 ) -> np.ndarray:
-    """Whole-track reference: ``(N, h)`` embeddings → ``(N, 9)`` (probabilities, valence, arousal)."""
+    """Whole-track inference: ``(N, h)`` embeddings → ``(N, 9)`` (7 probabilities, valence, arousal).
+
+    ``frames``: the frames' numbers (sorted); a missing number is a gap no window spans (a face
+    missing in a ``cropped_aligned`` folder). None = consecutive frames.
+    """
     n = len(emb_expr)
-    windows = plan_windows(np.arange(n), length, stride, mode="predict", on_gap="ignore")
     if n == 0:
         return np.zeros((0, 9))
+    numbers = np.arange(n) if frames is None else np.asarray(frames)
+    windows = plan_windows(numbers, length, stride, mode="predict", on_gap="split")
     values = _decoded_windows(model, windows.take(emb_expr), windows.take(emb_va))
     return stitch(values, windows, n)
 

@@ -1,0 +1,428 @@
+"""The Python API: ``Predictor.from_checkpoint(path)`` → per-frame DataFrames for videos, images, crops.
+
+>>> p = Predictor.from_checkpoint("gru_student.safetensors")      # doctest: +SKIP
+>>> df = p.predict_video("interview.mp4")                          # doctest: +SKIP
+>>> df.groupby("track_id")[["valence", "arousal"]].mean()          # doctest: +SKIP
+
+Videos stream: decoding runs in a background thread, faces are detected every ``detect_every``
+frames and tracked in between, crops go through the model in batches, a GRU checkpoint keeps
+per track only the embeddings its windows still need, and :meth:`Predictor.iter_video` yields the
+finished rows in frame order as soon as they are final. Memory does not grow with the video.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from mtaffect.errors import InputFormatError
+from mtaffect.predict.align import align_faces, crop_convention, eval_zoom
+from mtaffect.predict.detect import make_detector
+from mtaffect.predict.media import VideoReader, read_image
+from mtaffect.predict.runtime import FaceModel
+from mtaffect.predict.tables import empty_table, make_table
+from mtaffect.predict.temporal import StreamingWindows, predict_track
+from mtaffect.predict.track import FaceTracker
+
+__all__ = ["Predictor", "RunReport"]
+
+
+@dataclass
+class RunReport:
+    """What happened on one input: counts, the error that cut it short (if any), time per stage (s)."""
+
+    input: str
+    frames: int = 0
+    faces: int = 0
+    tracks: int = 0
+    detector_calls: int = 0
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, dt: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + dt
+
+
+@dataclass
+class _Face:
+    frame: int
+    time: float
+    track_id: int
+    box: np.ndarray
+    score: float
+
+
+class Predictor:
+    """Faces → aligned crops → a checkpoint's predictions, as tables (see ``tables.COLUMNS``).
+
+    detector: ``"mtcnn"`` (default), ``"haar"`` or an object with ``detect(image) -> Detections``.
+    detect_every: run the full detector every N video frames; track in between.
+    template, crop_scale: the alignment (default: the checkpoint's crop convention).
+    eval_resize: the training evaluation zoom (resize ×f then centre crop; default from the
+        checkpoint's training config, else 1.2); 1.0 disables it.
+    window, stride: GRU windows (32 frames, overlapping by ``window − stride``).
+    """
+
+    def __init__(
+        self,
+        model: FaceModel,
+        *,
+        detector: object = "mtcnn",
+        detect_every: int = 5,
+        min_face: float = 40.0,
+        max_size: int = 1280,
+        batch_size: int = 16,
+        template: str | None = None,
+        crop_scale: float | None = None,
+        eval_resize: float | None = None,
+        window: int = 32,
+        stride: int = 16,
+        smooth: float = 0.0,
+        max_faces: int | None = None,
+    ) -> None:
+        self.model = model
+        self._detector_spec = detector
+        self._detector_args = {"min_face": min_face, "max_size": max_size}
+        self._detector = None if isinstance(detector, str) else detector
+        self.detect_every, self.batch_size = detect_every, batch_size
+        self.window, self.stride, self.smooth, self.max_faces = window, stride, smooth, max_faces
+        ckpt_template, ckpt_scale = crop_convention(model.preprocessing.crop)
+        self.template = template or ckpt_template
+        self.crop_scale = crop_scale if crop_scale is not None else ckpt_scale
+        if eval_resize is None:
+            eval_resize = float(((model.meta.get("train") or {}).get("data") or {}).get("resize_factor", 1.2))
+        self.eval_resize = eval_resize
+        self._post = eval_zoom(model.size, eval_resize) if eval_resize != 1.0 else None
+        self.last_report: RunReport | None = None
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        backend: str = "auto",
+        device: str = "cpu",
+        threads: int | None = None,
+        **options,
+    ) -> Predictor:
+        """Load a ``cnn`` or ``cnn_gru`` checkpoint; ``options`` are the constructor's keywords."""
+        return cls(
+            FaceModel.from_checkpoint(path, backend=backend, device=device, threads=threads), **options
+        )
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            self._detector = make_detector(str(self._detector_spec), **self._detector_args)
+        return self._detector
+
+    @property
+    def temporal(self) -> bool:
+        return self.model.gru is not None
+
+    def crops(self, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
+        """The model-input crops of faces in ``image`` (alignment + evaluation zoom), uint8 NHWC."""
+        return align_faces(
+            image, boxes, landmarks, size=self.model.size, template=self.template,
+            scale=self.crop_scale, post=self._post,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ videos
+    def predict_video(self, path: str | Path, **kwargs) -> pd.DataFrame:
+        """Every decoded frame of a video as rows (one per face, one no-face row otherwise)."""
+        parts = list(self.iter_video(path, **kwargs))
+        return pd.concat(parts, ignore_index=True) if parts else empty_table()
+
+    def iter_video(
+        self, path: str | Path, *, debug_crops: str | Path | None = None, progress: bool = False
+    ) -> Iterator[pd.DataFrame]:
+        """Stream the rows of a video in (frame, track_id) order, in chunks, as they become final.
+
+        A decoding failure (truncated file) ends the stream early after yielding every row of the
+        frames decoded before it; ``last_report.error`` says what happened.
+        """
+        report = RunReport(str(path))
+        self.last_report = report
+        reader = VideoReader(str(path))
+        tracker = FaceTracker(
+            self.detector, detect_every=self.detect_every, smooth=self.smooth, max_faces=self.max_faces
+        )
+        name = str(path)
+        pending: list[_Face] = []
+        pending_crops: list[np.ndarray] = []
+        streams: dict[int, StreamingWindows] = {}
+        ready: list[tuple[int, int, object]] = []  # (frame, track or -1, payload)
+        seen_tracks: set[int] = set()
+        prev_ids: set[int] = set()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=reader.frame_count, unit="frame", desc=Path(name).name, leave=False)
+
+        def run_batch() -> None:
+            if not pending:
+                return
+            t0 = time.perf_counter()
+            out = self.model.frames(np.concatenate(pending_crops))
+            if not self.temporal:
+                dec = self.model.decode(out)
+                for k, face in enumerate(pending):
+                    vals = np.concatenate([dec["probabilities"][k], [dec["valence"][k], dec["arousal"][k]]])
+                    ready.append((face.frame, face.track_id, (face, vals)))
+            else:
+                by_track: dict[int, list[int]] = {}
+                for k, face in enumerate(pending):
+                    by_track.setdefault(face.track_id, []).append(k)
+                for tid, ks in by_track.items():
+                    stream = streams.setdefault(
+                        tid, StreamingWindows(self.model, length=self.window, stride=self.stride)
+                    )
+                    done = stream.push([pending[k] for k in ks], out["emb_expr"][ks], out["emb_va"][ks])
+                    ready.extend((f.frame, f.track_id, (f, v)) for f, v in done)
+            pending.clear()
+            pending_crops.clear()
+            report.add("model", time.perf_counter() - t0)
+
+        def finish_track(tid: int) -> None:
+            stream = streams.pop(tid, None)
+            if stream is not None:
+                t0 = time.perf_counter()
+                ready.extend((f.frame, f.track_id, (f, v)) for f, v in stream.finish())
+                report.add("model", time.perf_counter() - t0)
+
+        def emit(watermark: float) -> pd.DataFrame | None:
+            take = [r for r in ready if r[0] < watermark]
+            if not take:
+                return None
+            ready[:] = [r for r in ready if r[0] >= watermark]
+            return _rows(name, sorted(take, key=lambda r: (r[0], r[1])))
+
+        frames = iter(reader)
+        frame_no = -1
+        while True:
+            t0 = time.perf_counter()
+            try:
+                fr = next(frames)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            report.add("decode", t1 - t0)
+            frame_no = fr.index
+            faces = tracker.update(fr.image)
+            t2 = time.perf_counter()
+            report.add("detect", t2 - t1)
+            ids = {f.track_id for f in faces}
+            seen_tracks |= ids
+            if faces:
+                boxes = np.stack([f.box for f in faces])
+                lms = None if faces[0].landmarks is None else np.stack([f.landmarks for f in faces])
+                crops = self.crops(fr.image, boxes, lms)
+                pending_crops.append(crops)
+                pending.extend(_Face(fr.index, fr.time, f.track_id, f.box, f.score) for f in faces)
+                if debug_crops is not None:
+                    _write_debug(Path(debug_crops), fr.index, [f.track_id for f in faces], crops)
+                report.faces += len(faces)
+            else:
+                ready.append((fr.index, -1, fr.time))
+            report.add("align", time.perf_counter() - t2)
+            ended = prev_ids - ids
+            if ended and self.temporal:
+                run_batch()
+                for tid in sorted(ended):
+                    finish_track(tid)
+            prev_ids = ids
+            if len(pending) >= self.batch_size:
+                run_batch()
+            marks = [fr.index + 1] + ([pending[0].frame] if pending else [])
+            marks += [s.pending_item.frame for s in streams.values() if s.pending_item is not None]
+            chunk = emit(min(marks))
+            if bar is not None:
+                bar.update(1)
+            if chunk is not None:
+                yield chunk
+        run_batch()
+        for tid in sorted(streams):
+            finish_track(tid)
+        if bar is not None:
+            bar.close()
+        report.frames = reader.frames_read
+        report.error = reader.error
+        report.tracks = len(seen_tracks)
+        report.detector_calls = tracker.detector_calls
+        chunk = emit(frame_no + 1)
+        if chunk is not None:
+            yield chunk
+
+    # ------------------------------------------------------------------ images
+    def predict_images(
+        self, paths: Sequence[str | Path], *, errors: list[tuple[str, str]] | None = None
+    ) -> pd.DataFrame:
+        """Rows for still images (``frame`` 0, ``time`` NA, ``track_id`` = face rank by detector score).
+
+        An image that cannot be read is listed in ``errors`` (path, message) and skipped; an image
+        without a face gives one ``face_found=False`` row. Temporal checkpoints use their CNN here.
+        """
+        parts = []
+        for path in paths:
+            try:
+                image = read_image(path)
+            except InputFormatError as err:
+                if errors is None:
+                    raise
+                errors.append((str(path), str(err)))
+                continue
+            det = self.detector.detect(image)
+            if not len(det):
+                parts.append(make_table(input=str(path), frame=np.zeros(1), time=np.full(1, np.nan)))
+                continue
+            crops = self.crops(image, det.boxes, det.landmarks)
+            dec = self.model.decode(self.model.frames(crops))
+            n = len(det)
+            parts.append(
+                make_table(
+                    input=str(path),
+                    frame=np.zeros(n),
+                    time=np.full(n, np.nan),
+                    track_id=np.arange(n),
+                    boxes=det.boxes,
+                    det_score=det.scores,
+                    probabilities=dec["probabilities"],
+                    valence=dec["valence"],
+                    arousal=dec["arousal"],
+                )  # fmt: skip
+            )
+        return pd.concat(parts, ignore_index=True) if parts else empty_table()
+
+    # ------------------------------------------------------------------ crops
+    def predict_crops(
+        self,
+        crops: np.ndarray,
+        *,
+        frames: np.ndarray | None = None,
+        input: str = "crops",
+        temporal: bool | None = None,
+        chunk: int = 256,
+    ) -> pd.DataFrame:
+        """Rows for already aligned face crops ``(n, H, W, 3)`` uint8 RGB (e.g. ``cropped_aligned``).
+
+        The crops are one track in frame order; ``frames`` their frame numbers (default 0..n−1; a
+        missing number is a gap no GRU window spans). The training evaluation transform is applied.
+        ``temporal`` (default: whether the checkpoint has a GRU) runs the GRU over the sequence.
+        """
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+            raise ValueError(f"crops must be uint8 (n, H, W, 3) RGB, got {crops.dtype} {crops.shape}")
+        return self._predict_crop_chunks(
+            (crops[i : i + chunk] for i in range(0, len(crops), chunk)), len(crops),
+            frames=frames, input=input, temporal=temporal,
+        )  # fmt: skip
+
+    def predict_crop_folder(self, folder: str | Path, *, temporal: bool | None = None) -> pd.DataFrame:
+        """An Aff-Wild2 ``cropped_aligned/<track>`` folder (``NNNNN.jpg``, 1-based) as one track.
+
+        Rows carry ``frame`` = image number − 1 (the 0-based video frame). Files whose stem is not a
+        number are ignored; unreadable images raise :class:`InputFormatError` naming the file.
+        """
+        folder = Path(folder)
+        files = sorted(
+            (p for p in folder.iterdir() if p.is_file() and p.stem.isdigit()), key=lambda p: int(p.stem)
+        )
+        if not files:
+            raise InputFormatError(folder, "no NNNNN.jpg face images in this folder")
+        numbers = np.array([int(p.stem) - 1 for p in files])
+        size = self.model.size
+
+        def chunks() -> Iterator[np.ndarray]:
+            for i in range(0, len(files), 256):
+                batch = []
+                for p in files[i : i + 256]:
+                    img = read_image(p)
+                    if img.shape[:2] != (size, size):
+                        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+                    batch.append(img)
+                yield np.stack(batch)
+
+        return self._predict_crop_chunks(
+            chunks(), len(files), frames=numbers, input=str(folder), temporal=temporal
+        )
+
+    def _predict_crop_chunks(self, chunks, n, *, frames, input, temporal) -> pd.DataFrame:
+        temporal = self.temporal if temporal is None else temporal
+        if temporal and not self.temporal:
+            raise ValueError("temporal=True needs a checkpoint with a GRU")
+        size = self.model.size
+        logits: list[dict[str, np.ndarray]] = []
+        for part in chunks:
+            if part.shape[1:3] != (size, size):
+                part = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in part])
+            if self._post is not None:
+                part = np.stack(
+                    [cv2.warpAffine(c, self._post, (size, size), flags=cv2.INTER_LINEAR) for c in part]
+                )
+            logits.append(self.model.frames(part))
+        frames = np.arange(n) if frames is None else np.asarray(frames, np.int64)
+        if n == 0:
+            return empty_table()
+        out = {k: np.concatenate([lg[k] for lg in logits]) for k in logits[0]}
+        if temporal:
+            vals = predict_track(
+                self.model,
+                out["emb_expr"],
+                out["emb_va"],
+                frames=frames,
+                length=self.window,
+                stride=self.stride,
+            )
+            probs, val, aro = vals[:, :7], vals[:, 7], vals[:, 8]
+        else:
+            dec = self.model.decode(out)
+            probs, val, aro = dec["probabilities"], dec["valence"], dec["arousal"]
+        return make_table(
+            input=input, frame=frames, time=np.full(n, np.nan), track_id=np.zeros(n, np.int64),
+            boxes=np.full((n, 4), np.nan), det_score=np.full(n, np.nan), probabilities=probs,
+            valence=val, arousal=aro,
+        )  # fmt: skip
+
+
+def _rows(name: str, records: list[tuple[int, int, object]]) -> pd.DataFrame:
+    faces = [r[2] for r in records if r[1] >= 0]
+    empty = [r for r in records if r[1] < 0]
+    parts = []
+    if faces:
+        vals = np.stack([v for _, v in faces])
+        parts.append(
+            make_table(
+                input=name,
+                frame=np.array([f.frame for f, _ in faces]),
+                time=np.array([f.time for f, _ in faces]),
+                track_id=np.array([f.track_id for f, _ in faces]),
+                boxes=np.stack([f.box for f, _ in faces]),
+                det_score=np.array([f.score for f, _ in faces]),
+                probabilities=vals[:, :7],
+                valence=vals[:, 7],
+                arousal=vals[:, 8],
+            )  # fmt: skip
+        )
+    if empty:
+        parts.append(
+            make_table(
+                input=name, frame=np.array([r[0] for r in empty]), time=np.array([r[2] for r in empty])
+            )
+        )
+    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return df.sort_values(["frame", "track_id"], kind="stable", na_position="first").reset_index(drop=True)
+
+
+def _write_debug(folder: Path, frame: int, track_ids: list[int], crops: np.ndarray) -> None:
+    """``folder/<track>/<frame+1:05d>.jpg``: the exact model-input crops, to check alignment by eye."""
+    for tid, crop in zip(track_ids, crops):
+        sub = folder / f"track{tid}"
+        sub.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(sub / f"{frame + 1:05d}.jpg"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
