@@ -43,6 +43,7 @@ __all__ = [
     "labelled_frames",
     "make_cnn_validator",
     "make_gru_validator",
+    "window_validator",
     "predict_cnn_frames",
     "predict_gru_frames",
     "score_table",
@@ -352,6 +353,27 @@ def make_gru_validator(
         return summary_metrics(_with_predictions(frames, predicted))
 
     return validate
+
+
+def window_validator(
+    index: pd.DataFrame,
+    cache: Any,
+    sequences: Any,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    split: str = "validation",
+) -> Callable[[nn.Module], dict[str, float]]:
+    """The GRU stages' per-epoch validator: labelled ``split`` video frames of ``sequences.databases``,
+    windows of ``sequences.length`` with stride ``sequences.eval_stride``, from ``cache``'s centre draw."""
+    from mtaffect.errors import UserError
+
+    frames = labelled_frames(index, split, list(sequences.databases), videos_only=True)
+    if frames.empty:
+        where = list(sequences.databases)
+        raise UserError(f"no labelled {split} video frames of {where} to validate the GRU on")
+    return make_gru_validator(frames, cache, length=sequences.length, stride=sequences.eval_stride,
+                              batch_size=batch_size, device=device)
 
 
 @dataclass
