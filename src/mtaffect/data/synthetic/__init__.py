@@ -58,7 +58,7 @@ PRESETS: dict[str, SyntheticSpec] = {
     # tests: a few hundred frames in a couple of seconds
     "tiny": SyntheticSpec(0, (16, 30), 30, 10, 14, 3, (8, 12), (240, 192)),
     # the CPU demo: a few thousand frames per database, generated in well under a minute
-    "demo": SyntheticSpec(40, (150, 400), 2400, 600, 900, 16, (60, 120)),
+    "demo": SyntheticSpec(30, (120, 300), 2000, 500, 800, 16, (60, 100)),
     # benchmarks at Aff-Wild2 scale (≈2.6 M frames; images hard-linked from a rendered pool)
     "large": SyntheticSpec(560, (500, 8700), 20000, 2000, 5000, 40, (60, 160), render="pool"),
 }

@@ -107,7 +107,7 @@ def write_affectnet(root: Path, n_train: int, n_validation: int, seed: int, tabl
             has_e, has_va = code <= 6, code <= 8
             if missing or not (has_e or has_va):
                 continue
-            table.add(1, database="affectnet", split=split, track=name.rsplit(".", 1)[0],
+            table.add(1, database="affectnet", split=split, track=name,
                       image=f"Manually_Annotated_Images/{name}",
                       expression=AFFECTNET_TO_ABAW[code] if has_e else None,
                       valence=float(vt) if has_va else None, arousal=float(at) if has_va else None,
