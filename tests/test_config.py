@@ -38,8 +38,14 @@ def test_base_chain_is_relative_to_the_file_and_diffs_merge_deeply(tmp_path):
 
 
 def test_overrides_are_yaml_typed():
-    overrides = ["train.epochs=3", "stage.shared_labels=false", "optim.betas=[0.9, 0.99]",
-                 "train.amp=bf16", "optim.lr=3e-4", "model.cnn.backbone=resnet_tiny"]
+    overrides = [
+        "train.epochs=3",
+        "stage.shared_labels=false",
+        "optim.betas=[0.9, 0.99]",
+        "train.amp=bf16",
+        "optim.lr=3e-4",
+        "model.cnn.backbone=resnet_tiny",
+    ]
     config = load_config("cnn_teacher", overrides)
     assert config.train.epochs == 3 and isinstance(config.train.epochs, int)
     assert config.stage.shared_labels is False

@@ -85,11 +85,13 @@ class SeededSampler:
 
 def _source(n: int, seed: int, *, expr: bool = True, va: bool = True) -> TaskSource:
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({
-        "expression": pd.array(rng.integers(0, 7, n) if expr else [pd.NA] * n, dtype="Int64"),
-        "valence": pd.array(rng.uniform(-1, 1, n) if va else [pd.NA] * n, dtype="Float64"),
-        "arousal": pd.array(rng.uniform(-1, 1, n) if va else [pd.NA] * n, dtype="Float64"),
-    })
+    df = pd.DataFrame(
+        {
+            "expression": pd.array(rng.integers(0, 7, n) if expr else [pd.NA] * n, dtype="Int64"),
+            "valence": pd.array(rng.uniform(-1, 1, n) if va else [pd.NA] * n, dtype="Float64"),
+            "arousal": pd.array(rng.uniform(-1, 1, n) if va else [pd.NA] * n, dtype="Float64"),
+        }
+    )
     return TaskSource(ArrayReader(_faces(n, 40, seed)), LabelArrays.from_frame(df), np.ones(n))
 
 
@@ -147,11 +149,13 @@ def test_a_task_set_smaller_than_one_batch_is_refused():
 
 
 def test_targets_from_frame_masks_missing_and_other():
-    df = pd.DataFrame({
-        "expression": pd.array([3, pd.NA, 7, 0], dtype="Int64"),
-        "valence": pd.array([0.5, pd.NA, 0.1, -1.0], dtype="Float64"),
-        "arousal": pd.array([0.2, 0.3, pd.NA, 1.0], dtype="Float64"),
-    })
+    df = pd.DataFrame(
+        {
+            "expression": pd.array([3, pd.NA, 7, 0], dtype="Int64"),
+            "valence": pd.array([0.5, pd.NA, 0.1, -1.0], dtype="Float64"),
+            "arousal": pd.array([0.2, 0.3, pd.NA, 1.0], dtype="Float64"),
+        }
+    )
     t = targets_from_frame(df)
     assert t.has_expression.tolist() == [True, False, False, True]  # 7 = "Other" is not a 7-class label
     assert t.has_va.tolist() == [True, False, False, True]

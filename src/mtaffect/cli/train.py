@@ -22,10 +22,15 @@ EXAMPLES = """examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLES
     parser.add_argument("config", help="recipe YAML, or a packaged recipe name (cnn_teacher, gru_student...)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, YAML-typed (train.epochs=3, stage.shared_labels=false)")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="run folder (checkpoint, metrics.csv, resume state)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, YAML-typed (train.epochs=3, stage.shared_labels=false)",
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="run folder (checkpoint, metrics.csv, resume state)"
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     mode.add_argument("--overwrite", action="store_true", help="replace what --out holds")

@@ -59,8 +59,9 @@ def warp_batch(
         out = np.empty((n, size, size, images.shape[-1]), dtype=np.uint8)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     for i in range(n):
-        cv2.warpAffine(images[i], matrices[i], (size, size), dst=out[i], flags=flags,
-                       borderMode=cv2.BORDER_REPLICATE)
+        cv2.warpAffine(
+            images[i], matrices[i], (size, size), dst=out[i], flags=flags, borderMode=cv2.BORDER_REPLICATE
+        )
     return out
 
 
@@ -85,8 +86,9 @@ def augment_batch(
     return warp_batch(images, crop_matrices(in_size, size, resized, offsets, flips), size, out)
 
 
-def eval_batch(images: np.ndarray, size: int, *, resize_factor: float = 1.2,
-               out: np.ndarray | None = None) -> np.ndarray:
+def eval_batch(
+    images: np.ndarray, size: int, *, resize_factor: float = 1.2, out: np.ndarray | None = None
+) -> np.ndarray:
     """Evaluation transform: resize ×``resize_factor`` then the centre ``size`` crop, no flip."""
     images = np.asarray(images)
     resized = resized_side(size, resize_factor)

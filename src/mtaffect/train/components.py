@@ -1,13 +1,13 @@
 """Builders that turn a :class:`mtaffect.config.Config` into the pieces :func:`mtaffect.train.loop.fit` runs.
 
 Kept apart from the stage table so that each piece can be built (and tested) on its own:
-models (with optional initialisation from a checkpoint), the CNN frame data, the GRU window data,
-and the device-side preparation of batches.
+models (with optional initialisation from a checkpoint), the teacher of a student stage, the CNN
+frame data and the device-side preparation of its batches. The GRU window data and both validators
+come from :mod:`mtaffect.data.sequences` and :mod:`mtaffect.evaluate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mtaffect.config import Config, component
-from mtaffect.data.loading import Batch, FrameTaskData, ImagePreparer, LabelArrays, TaskSource
+from mtaffect.data.loading import FrameTaskData, ImagePreparer, LabelArrays, TaskSource
 from mtaffect.errors import UserError
 
 __all__ = [
@@ -27,8 +27,8 @@ __all__ = [
     "load_teacher",
     "cnn_preprocessing",
     "build_frame_data",
-    "WindowTaskData",
-    "move_embeddings",
+    "image_preparer",
+    "read_index",
 ]
 
 
@@ -150,120 +150,3 @@ def build_frame_data(
 
 def image_preparer(config: Config, device: torch.device) -> ImagePreparer:
     return ImagePreparer(cnn_preprocessing(config), channels_last=config.train.channels_last)
-
-
-def move_embeddings(batch: Batch, device: torch.device) -> Batch:
-    """GRU batches: embedding dicts and targets to ``device``."""
-    non_blocking = device.type == "cuda"
-    return {
-        name: ({k: v.to(device, non_blocking=non_blocking) for k, v in inputs.items()},
-               targets.to(device, non_blocking=non_blocking))
-        for name, (inputs, targets) in batch.items()
-    }
-
-
-class WindowTaskData:
-    """The GRU stages' training data: F2's per-task-set window loaders over the feature cache,
-    one batch per task set per step, the epoch ending with the shortest loader. Under DDP rank r of
-    W takes steps r, r + W, ... so ranks see disjoint windows."""
-
-    def __init__(
-        self, loaders: Mapping[str, Any], *, rank: int = 0, world: int = 1, max_steps: int = 0
-    ) -> None:
-        self.loaders = dict(loaders)
-        self.rank, self.world, self.max_steps = rank, world, max_steps
-
-    def steps_per_epoch(self) -> int:
-        steps = min(len(loader) for loader in self.loaders.values()) // self.world
-        return min(steps, self.max_steps) if self.max_steps else steps
-
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        from mtaffect.data.sequences import iterate_steps
-
-        limit = self.steps_per_epoch()
-        mine = 0
-        for step, batch in enumerate(iterate_steps(self.loaders, epoch)):
-            if step % self.world != self.rank:
-                continue
-            if mine >= limit:
-                return
-            if mine >= start_step:
-                yield batch
-            mine += 1
-
-
-def frame_validator(
-    frames: pd.DataFrame, meta: dict, config: Config, device: torch.device, *, batch_size: int = 256
-):  # noqa: ANN201 - returns a closure
-    """``model -> metrics`` on every validation frame, eval transform (resize ×1.2 + centre crop).
-
-    Metrics: ``expr_score`` (0.67·F1 + 0.33·accuracy) on the expression-labelled frames,
-    ``ccc_valence``/``ccc_arousal`` on the VA-labelled frames, and ``abaw_sum`` (their sum, the
-    checkpoint-selection score). The face crops are read and transformed once, then kept in memory
-    as uint8 (37.6 KB per 112² frame).
-    """
-    from mtaffect.data.augment import eval_batch
-    from mtaffect.data.faces import FaceReader
-
-    if len(frames) == 0:
-        raise UserError(f"{config.data.index}: no validation frames to select the checkpoint on")
-    frames = frames.reset_index(drop=True)
-    labels = LabelArrays.from_frame(frames)
-    size, factor = config.data.image_size, config.data.resize_factor
-    reader = FaceReader(frames, meta, size)
-    crops = np.empty((len(frames), size, size, 3), dtype=np.uint8)
-    for lo in range(0, len(frames), batch_size):
-        rows = np.arange(lo, min(lo + batch_size, len(frames)))
-        eval_batch(np.asarray(reader.read(rows)), size, resize_factor=factor, out=crops[lo : lo + len(rows)])
-    prepare = image_preparer(config, device)
-    return _FrameValidator(crops, labels, prepare, device, batch_size)
-
-
-class _FrameValidator:
-    """Eval-transformed validation crops (uint8, in memory) and their labels; call with a model."""
-
-    def __init__(self, crops: np.ndarray, labels: LabelArrays, prepare: ImagePreparer, device: torch.device,
-                 batch_size: int) -> None:
-        self.crops, self.labels, self.prepare = crops, labels, prepare
-        self.device, self.batch_size = device, batch_size
-
-    @torch.no_grad()
-    def __call__(self, model: nn.Module) -> dict[str, float]:
-        from mtaffect.models.outputs import decode_va
-
-        was_training = model.training
-        model.eval()
-        classes, val, aro = [], [], []
-        try:
-            for lo in range(0, len(self.crops), self.batch_size):
-                images = torch.from_numpy(self.crops[lo : lo + self.batch_size])
-                x = self.prepare.preprocessing.apply(images.to(self.device),
-                                                     channels_last=self.prepare.channels_last)
-                out = model(x)
-                classes.append(out.expression.float().argmax(-1).cpu().numpy())
-                val.append(decode_va(out.valence.float()).cpu().numpy())
-                aro.append(decode_va(out.arousal.float()).cpu().numpy())
-        finally:
-            model.train(was_training)
-        return score_frames(self.labels, np.concatenate(classes), np.concatenate(val), np.concatenate(aro))
-
-
-def score_frames(labels: LabelArrays, expression: np.ndarray, valence: np.ndarray, arousal: np.ndarray
-                 ) -> dict[str, float]:
-    """ABAW validation metrics of per-frame predictions against ``labels`` (missing labels skipped)."""
-    from mtaffect import metrics as M
-
-    out: dict[str, float] = {}
-    has_expr = labels.expression >= 0
-    has_va = np.isfinite(labels.valence) & np.isfinite(labels.arousal)
-    total = 0.0
-    if has_expr.any():
-        expr = M.expr_score(labels.expression[has_expr], expression[has_expr])
-        out.update({"expr_score": expr["score"], "expr_f1": expr["f1"], "expr_accuracy": expr["accuracy"]})
-        total += expr["score"]
-    if has_va.any():
-        out["ccc_valence"] = M.ccc(labels.valence[has_va], valence[has_va])
-        out["ccc_arousal"] = M.ccc(labels.arousal[has_va], arousal[has_va])
-        total += out["ccc_valence"] + out["ccc_arousal"]
-    out["abaw_sum"] = total
-    return out

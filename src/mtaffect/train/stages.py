@@ -43,8 +43,15 @@ __all__ = ["Stage", "STAGES", "StageResult", "run_stage", "BEST_CHECKPOINT", "RU
 BEST_CHECKPOINT = "best.safetensors"
 RUN_CONFIG = "config.yaml"
 # keys that may differ when a run is resumed (they do not change what is computed)
-RESUMABLE_CHANGES = {"train.epochs", "train.patience", "train.device", "train.progress", "train.workers",
-                     "train.threads", "train.tensorboard"}
+RESUMABLE_CHANGES = {
+    "train.epochs",
+    "train.patience",
+    "train.device",
+    "train.progress",
+    "train.workers",
+    "train.threads",
+    "train.tensorboard",
+}
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,11 @@ def _check_resume(run_dir: Path, config: Config) -> None:
         return
     stored = _flat(resolve(config_from_resolved(yaml.safe_load(stored_path.read_text()) or {})))
     current = _flat(resolve(config))
-    changed = sorted(k for k in set(stored) | set(current)
-                     if stored.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(
+        k
+        for k in set(stored) | set(current)
+        if stored.get(k) != current.get(k) and k not in RESUMABLE_CHANGES
+    )
     if changed:
         raise UserError(
             f"{stored_path}: --resume with a different recipe ({', '.join(changed)}); "
@@ -135,14 +145,27 @@ def _frames_pipeline(config: Config, ctx: distributed.DistContext) -> tuple[Any,
     data, validation = C.build_frame_data(
         config, index, meta, rank=ctx.rank, world=ctx.world, pin_memory=ctx.device.type == "cuda"
     )
-    validate = C.frame_validator(validation, meta, config, ctx.device) if ctx.is_main else None
-    return data, C.image_preparer(config, ctx.device), validate, C.cnn_preprocessing(config)
+    preprocessing = C.cnn_preprocessing(config)
+    validate = None
+    if ctx.is_main:
+        from mtaffect.evaluate import make_cnn_validator
+
+        if len(validation) == 0:
+            raise UserError(f"{config.data.index}: no validation frames to select the checkpoint on")
+        validate = make_cnn_validator(
+            validation,
+            meta,
+            preprocessing=preprocessing,
+            resize_factor=config.data.resize_factor,
+            device=ctx.device,
+        )
+    return data, C.image_preparer(config, ctx.device), validate, preprocessing
 
 
 def _windows_pipeline(
     config: Config, ctx: distributed.DistContext, run_dir: Path
 ) -> tuple[Any, Any, Any, Any]:
-    from mtaffect.data.sequences import SequenceConfig, build_window_loaders, gru_frames
+    from mtaffect.data.sequences import SequenceConfig, WindowTaskData, build_window_loaders, gru_frames
     from mtaffect.train.features import default_draws, ensure_feature_cache
 
     if not config.model.cnn_checkpoint:
@@ -153,24 +176,46 @@ def _windows_pipeline(
     frames = gru_frames(index, seq)
     draws = default_draws(tuple(seq.translations), seq.flips)
     if ctx.is_main:  # one process computes the cache; the others wait, then read it
-        ensure_feature_cache(config.model.cnn_checkpoint, frames, meta, cache_root, draws=draws,
-                             size=config.data.image_size, resize=config.data.resize_factor,
-                             batch_size=seq.cache_batch, device=ctx.device, progress=config.train.progress)
+        ensure_feature_cache(
+            config.model.cnn_checkpoint,
+            frames,
+            meta,
+            cache_root,
+            draws=draws,
+            size=config.data.image_size,
+            resize=config.data.resize_factor,
+            batch_size=seq.cache_batch,
+            device=ctx.device,
+            progress=config.train.progress,
+        )
     distributed.barrier(ctx)
-    cache = ensure_feature_cache(config.model.cnn_checkpoint, frames, meta, cache_root, draws=draws,
-                                 size=config.data.image_size, resize=config.data.resize_factor,
-                                 batch_size=seq.cache_batch, device=ctx.device, progress=False)
-    loaders = build_window_loaders(index, cache, seq, config.train.batch_per_task, seed=config.train.seed)
-    data = C.WindowTaskData(loaders, rank=ctx.rank, world=ctx.world,
-                            max_steps=config.train.max_steps_per_epoch)
-    validate = _window_validator(index, cache, seq, ctx.device) if ctx.is_main else None
-    return data, C.move_embeddings, validate, None
+    cache = ensure_feature_cache(
+        config.model.cnn_checkpoint,
+        frames,
+        meta,
+        cache_root,
+        draws=draws,
+        size=config.data.image_size,
+        resize=config.data.resize_factor,
+        batch_size=seq.cache_batch,
+        device=ctx.device,
+        progress=False,
+    )
+    loaders = build_window_loaders(
+        index, cache, seq, config.train.batch_per_task, seed=config.train.seed, rank=ctx.rank, world=ctx.world
+    )
+    data = WindowTaskData(loaders, max_steps=config.train.max_steps_per_epoch)
+    validate = None
+    if ctx.is_main:
+        from mtaffect.evaluate import labelled_frames, make_gru_validator
 
-
-def _window_validator(index: Any, cache: Any, seq: Any, device: torch.device) -> Any:
-    from mtaffect.evaluate import window_validator
-
-    return window_validator(index, cache, seq, device=device)
+        validation = labelled_frames(index, "validation", list(seq.databases), videos_only=True)
+        if len(validation) == 0:
+            raise UserError(f"{config.data.index}: no validation video frames for the GRU stage")
+        validate = make_gru_validator(
+            validation, cache, length=seq.length, stride=seq.eval_stride, device=ctx.device
+        )
+    return data, WindowTaskData.to_device, validate, None
 
 
 def run_stage(
@@ -218,8 +263,13 @@ def run_stage(
             teacher = C.load_teacher(config.stage.teacher, stage.model, ctx.device)
             if stage.model == "cnn" and config.train.channels_last:
                 teacher = teacher.to(memory_format=torch.channels_last)
-            task = DistillationTask(model, teacher, loss_config, shared_labels=config.stage.shared_labels,
-                                    concat_task_sets=config.train.concat_task_sets)
+            task = DistillationTask(
+                model,
+                teacher,
+                loss_config,
+                shared_labels=config.stage.shared_labels,
+                concat_task_sets=config.train.concat_task_sets,
+            )
         optimizer = torch.optim.Adam(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.optim.lr,
@@ -233,8 +283,9 @@ def run_stage(
             from mtaffect.checkpoint import save_checkpoint
 
             extra = {"preprocessing": preprocessing} if preprocessing is not None else {}
-            save_checkpoint(checkpoint, model, stage=stage.name, train=resolved, metrics=metrics, epoch=epoch,
-                            **extra)
+            save_checkpoint(
+                checkpoint, model, stage=stage.name, train=resolved, metrics=metrics, epoch=epoch, **extra
+            )
 
         result = fit(
             task,

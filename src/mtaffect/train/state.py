@@ -52,8 +52,12 @@ class EarlyStopping:
         return self.patience > 0 and self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict[str, float | int]:
-        return {"patience": self.patience, "best": self.best, "best_epoch": self.best_epoch,
-                "bad_epochs": self.bad_epochs}
+        return {
+            "patience": self.patience,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = float(state["best"])
@@ -64,7 +68,8 @@ class EarlyStopping:
 def capture_rng() -> dict[str, Any]:
     """The python, numpy and torch random states as tensors and numbers."""
     version, mt, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()  # noqa: NPY002 - the legacy global state is what we save
+    # the legacy global numpy generator is what third-party code may use, so that is what we save
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()  # noqa: NPY002
     state: dict[str, Any] = {
         "python_version": int(version),
         "python": torch.tensor(mt, dtype=torch.int64),
@@ -83,10 +88,17 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng`."""
-    random.setstate((state["python_version"], tuple(int(v) for v in state["python"].tolist()),
-                     state["python_gauss"]))
-    np.random.set_state((  # noqa: NPY002 - restore the legacy global statestate["numpy_name"], state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
-                         state["numpy_has_gauss"], state["numpy_cached"]))
+    random.setstate(
+        (state["python_version"], tuple(int(v) for v in state["python"].tolist()), state["python_gauss"])
+    )
+    legacy = (
+        state["numpy_name"],
+        state["numpy"].numpy().astype(np.uint32),
+        state["numpy_pos"],
+        state["numpy_has_gauss"],
+        state["numpy_cached"],
+    )
+    np.random.set_state(legacy)  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -121,5 +121,6 @@ class DistillationTask(nn.Module):
             teacher_out = forward_task_sets(self.teacher, batch, concat=self.concat_task_sets)
         student_out = forward_task_sets(self.model, batch, concat=self.concat_task_sets)
         targets = {name: targets for name, (_, targets) in batch.items()}
-        return student_objective(student_out, teacher_out, targets, self.loss_config,
-                                 shared_labels=self.shared_labels)
+        return student_objective(
+            student_out, teacher_out, targets, self.loss_config, shared_labels=self.shared_labels
+        )

@@ -1,0 +1,274 @@
+"""The one loop and the teacher/student tasks on tiny models and in-memory data (fast, CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mtaffect.config import CONFIG_DIR
+from mtaffect.data.loading import FrameTaskData, ImagePreparer, LabelArrays, TaskSource
+from mtaffect.losses import LossConfig
+from mtaffect.models.cnn import CNNConfig, MultitaskCNN
+from mtaffect.models.gru import GRUConfig, TemporalModel
+from mtaffect.models.outputs import Targets
+from mtaffect.models.preprocessing import Preprocessing
+from mtaffect.train.loop import fit
+from mtaffect.train.stages import STAGES
+from mtaffect.train.state import STATE_FILE, EarlyStopping, load_state
+from mtaffect.train.tasks import DistillationTask, SupervisedTask
+
+SIZE = 32
+
+
+class ArrayReader:
+    def __init__(self, faces: np.ndarray) -> None:
+        self.faces = faces
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return self.faces[np.asarray(rows)]
+
+
+class SeededSampler:
+    def __init__(self, weights, num_samples, seed) -> None:
+        self.weights, self.num_samples, self.seed, self.epoch = weights, num_samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return iter(
+            torch.multinomial(torch.as_tensor(self.weights), self.num_samples, True, generator=g).tolist()
+        )
+
+
+def _source(n: int, seed: int, expr_frac: float, va_frac: float) -> TaskSource:
+    rng = np.random.default_rng(seed)
+    expression = rng.integers(0, 7, n)
+    valence, arousal = rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
+    faces = np.clip(rng.normal(128, 30, (n, 40, 40, 3)) + expression[:, None, None, None] * 10, 0, 255)
+    df = pd.DataFrame(
+        {
+            "expression": pd.Series(expression, dtype="Int64").where(rng.random(n) < expr_frac, pd.NA),
+            "valence": pd.array(np.where(rng.random(n) < va_frac, valence, np.nan), dtype="Float64"),
+            "arousal": pd.array(arousal, dtype="Float64"),
+        }
+    )
+    return TaskSource(ArrayReader(faces.astype(np.uint8)), LabelArrays.from_frame(df), np.ones(n))
+
+
+def make_data(seed: int = 0, **kw) -> FrameTaskData:
+    """Three task sets as in the paper; EXPR frames carry some shared VA labels, VA frames some EXPR."""
+    sources = {
+        "EXPR": _source(24, 1, 1.0, 0.5),
+        "VA": _source(24, 2, 0.5, 1.0),
+        "EXPR_VA": _source(24, 3, 1, 1),
+    }
+    args = dict(batch_per_task=8, size=SIZE, seed=seed, sampler_factory=SeededSampler)
+    args.update(kw)
+    return FrameTaskData(sources, **args)
+
+
+def tiny_cnn(seed: int = 0) -> MultitaskCNN:
+    torch.manual_seed(seed)
+    return MultitaskCNN(CNNConfig(backbone="resnet_tiny", hidden=16))
+
+
+PREPARE = ImagePreparer(Preprocessing(size=SIZE))
+
+
+def first_batch(data: FrameTaskData):
+    return PREPARE(next(iter(data.epoch(0))), torch.device("cpu"))
+
+
+def test_stage_table_has_the_four_stages_and_their_recipes():
+    assert list(STAGES) == ["cnn_teacher", "cnn_student", "gru_teacher", "gru_student"]
+    assert [(s.model, s.data, s.objective) for s in STAGES.values()] == [
+        ("cnn", "frames", "teacher"),
+        ("cnn", "frames", "student"),
+        ("gru", "windows", "teacher"),
+        ("gru", "windows", "student"),
+    ]
+    for stage in STAGES.values():
+        assert (CONFIG_DIR / stage.recipe).is_file()
+
+
+def test_teacher_step_returns_named_losses_and_trains():
+    model = tiny_cnn()
+    task = SupervisedTask(model, LossConfig())
+    batch = first_batch(make_data())
+    losses = task(batch)
+    assert {"loss"} < set(losses) and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert all(p.grad is not None for p in model.heads.parameters())
+
+
+def test_separate_forwards_differ_from_concatenation_through_batchnorm():
+    batch = first_batch(make_data())
+    separate = SupervisedTask(tiny_cnn(), LossConfig())(batch)["loss"]
+    concat = SupervisedTask(tiny_cnn(), LossConfig(), concat_task_sets=True)(batch)["loss"]
+    assert not torch.isclose(separate, concat)
+
+
+def test_student_wraps_a_frozen_teacher_in_eval_mode():
+    teacher = tiny_cnn(1)
+    task = DistillationTask(tiny_cnn(2), teacher, LossConfig())
+    task.train()
+    assert not teacher.training and task.model.training
+    assert all(not p.requires_grad for p in teacher.parameters())
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    losses = task(first_batch(make_data()))
+    losses["loss"].backward()
+    assert any(k.startswith("kd_") for k in losses)
+    for k, v in teacher.state_dict().items():  # BatchNorm running stats untouched
+        torch.testing.assert_close(v, before[k])
+
+
+def test_eq9_and_eq10_switch_reaches_the_loss():
+    batch = first_batch(make_data())
+    teacher = tiny_cnn(1)
+    eq10 = DistillationTask(tiny_cnn(2), teacher, LossConfig(), shared_labels=True)(batch)["loss"]
+    eq9 = DistillationTask(tiny_cnn(2), teacher, LossConfig(), shared_labels=False)(batch)["loss"]
+    assert torch.isfinite(eq9) and torch.isfinite(eq10)
+    assert not torch.isclose(eq9, eq10)
+
+
+def test_gru_task_on_embedding_windows():
+    torch.manual_seed(0)
+    gru = TemporalModel(GRUConfig(input_size=16, hidden=8))
+    b, t = 4, 32
+    targets = Targets(
+        torch.randint(0, 7, (b, t)),
+        torch.ones(b, t, dtype=torch.bool),
+        torch.rand(b, t) * 2 - 1,
+        torch.rand(b, t) * 2 - 1,
+        torch.ones(b, t, dtype=torch.bool),
+    )
+    batch = {
+        name: ({"EXPR": torch.randn(b, t, 16), "VA": torch.randn(b, t, 16)}, targets)
+        for name in ("EXPR", "VA")
+    }
+    losses = SupervisedTask(gru, LossConfig())(batch)
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"])
+    student = DistillationTask(TemporalModel(GRUConfig(input_size=16, hidden=8)), gru, LossConfig())
+    assert torch.isfinite(student(batch)["loss"])
+
+
+def _validator(calls: list, interrupt_at: int | None = None):
+    """Deterministic validation score: minus the loss of the model on a fixed eval batch."""
+    batch = PREPARE(
+        make_data(seed=99, augment=False).make_batch(make_data(seed=99).epoch_draws(0), 0, 0),
+        torch.device("cpu"),
+    )
+
+    def validate(model) -> dict[str, float]:
+        calls.append(1)
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        with torch.no_grad():
+            loss = SupervisedTask(model, LossConfig())(batch)["loss"].item()
+        return {"abaw_sum": -loss}
+
+    return validate
+
+
+def _run(run_dir, *, resume=False, interrupt_at=None, epochs=3, validate=None):
+    torch.manual_seed(0)
+    model = tiny_cnn(0)
+    task = SupervisedTask(model, LossConfig())
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    saved = []
+    result = fit(
+        task,
+        make_data(),
+        optimizer,
+        run_dir=run_dir,
+        epochs=epochs,
+        patience=5,
+        validate=validate or _validator([], interrupt_at),
+        to_device=PREPARE,
+        save_best=lambda metrics, epoch: saved.append(epoch),
+        resume=resume,
+        progress=False,
+        tensorboard=False,
+    )
+    return model, result, saved
+
+
+def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
+    reference, ref_result, _ = _run(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "cut", interrupt_at=3)  # killed during the third epoch's validation
+    assert load_state(tmp_path / "cut" / STATE_FILE)["epoch"] == 2
+    resumed, result, _ = _run(tmp_path / "cut", resume=True)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert result.history[-1]["val_abaw_sum"] == pytest.approx(ref_result.history[-1]["val_abaw_sum"])
+    csv = pd.read_csv(tmp_path / "cut" / "metrics.csv")
+    assert list(csv["epoch"]) == [1, 2, 3] and "train_loss" in csv
+
+
+def test_a_finished_run_resumes_to_nothing_new(tmp_path):
+    _run(tmp_path / "r", epochs=2)
+    model, result, saved = _run(tmp_path / "r", epochs=2, resume=True)
+    assert result.epochs_run == 2 and saved == []
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    scores = iter([0.5, 0.9, 0.8, 0.7, 0.6, 0.1, 0.0])
+
+    def validate(model):
+        return {"abaw_sum": next(scores), "expr_score": 0.0}
+
+    torch.manual_seed(0)
+    model = tiny_cnn(0)
+    saved: list[int] = []
+    result = fit(
+        SupervisedTask(model, LossConfig()),
+        make_data(max_steps=1),
+        torch.optim.Adam(model.parameters()),
+        run_dir=tmp_path,
+        epochs=10,
+        patience=3,
+        validate=validate,
+        to_device=PREPARE,
+        save_best=lambda m, e: saved.append(e),
+        progress=False,
+        tensorboard=False,
+    )
+    assert saved == [1, 2]
+    assert result.best_epoch == 2 and result.epochs_run == 5 and result.stopped_early
+    assert result.best_metrics["abaw_sum"] == pytest.approx(0.9)
+
+
+def test_early_stopping_state_round_trips():
+    stop = EarlyStopping(patience=2)
+    assert stop.update(1.0, 1) and not stop.update(float("nan"), 2)
+    again = EarlyStopping(patience=2)
+    again.load_state_dict(stop.state_dict())
+    assert not again.update(0.5, 3) and again.should_stop
+
+
+def test_nan_loss_stops_with_a_named_error(tmp_path):
+    model = tiny_cnn(0)
+
+    class NaNTask(SupervisedTask):
+        def forward(self, batch):
+            out = super().forward(batch)
+            return {**out, "loss": out["loss"] * float("nan")}
+
+    with pytest.raises(FloatingPointError, match="epoch 1, step 1"):
+        fit(
+            NaNTask(model, LossConfig()),
+            make_data(),
+            torch.optim.Adam(model.parameters()),
+            run_dir=tmp_path,
+            epochs=1,
+            to_device=PREPARE,
+            progress=False,
+            tensorboard=False,
+        )
