@@ -159,8 +159,8 @@ def empty_records() -> pd.DataFrame:
     return make_records(0)
 
 
-_ESCAPE = re.compile(r"(^|/)\.\.(/|$)")
-_ABSOLUTE = re.compile(r"^(/|[A-Za-z]:)")
+_ESCAPE = re.compile(r"(?:^|/)\.\.(?:/|$)")
+_ABSOLUTE = re.compile(r"^(?:/|[A-Za-z]:)")
 
 
 def check_relative_paths(

@@ -128,7 +128,11 @@ def read_generic(
         if name not in listing[folder]:
             ok[i] = False
             skips.count(database, "missing_image", 1, image)
-    sel = np.flatnonzero(ok)
+    keys = pd.DataFrame({k: out[k] for k in ("split", "track", "frame", "image")})
+    duplicated = np.zeros(len(ok), dtype=bool)
+    duplicated[np.flatnonzero(ok)] = keys[ok].duplicated().to_numpy(dtype=bool)
+    skips.count(database, "duplicate_row", int(duplicated.sum()))
+    sel = np.flatnonzero(ok & ~duplicated)
 
     def pick(key: str, dtype: Any = object) -> np.ndarray:
         return np.asarray(out[key], dtype=dtype)[sel] if len(out[key]) else np.zeros(0, dtype)
