@@ -25,7 +25,8 @@ def test_affectnet_csv_example(tmp_path):
     skips = Skips()
     df, info = read_affectnet(fx.affectnet_csv(tmp_path), skips)
     train = df[df["split"] == "train"].reset_index(drop=True)
-    # row 1 Happy -> 4 with VA; row 2 Anger -> 1; row 3 Contempt: no expression (VA kept); row 4 No-Face dropped
+    # row 1 Happy -> 4 with VA; row 2 Anger -> 1; row 3 Contempt: no expression (VA kept);
+    # row 4 No-Face dropped
     assert [_na(e) for e in train["expression"]] == [4, 1, None]
     assert train["source_code"].tolist() == ["1", "6", "7"]
     assert train.loc[0, "valence"] == pytest.approx(0.785714) and train.loc[0, "arousal"] == pytest.approx(
