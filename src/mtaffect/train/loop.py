@@ -58,6 +58,20 @@ def _is_main(rank: int) -> bool:
     return rank == 0
 
 
+def _sync_buffers(model: nn.Module, world: int) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics) at the end of an epoch.
+
+    DDP broadcasts buffers at the start of each forward, so after the last step each rank holds the
+    statistics of its own last batch; rank 0's are the ones validated and saved.
+    """
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
 def _broadcast(obj: Any, world: int) -> Any:
     """Rank 0's object on every rank (validation runs on rank 0 only)."""
     if world <= 1:
@@ -194,6 +208,7 @@ def fit(
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{loss.item():.4f}")
             bar.close()
+            _sync_buffers(model, world)
             n_steps = max(1, steps)
             row: dict[str, Any] = {"epoch": epoch + 1}
             row.update({f"train_{k}": float(v) / n_steps for k, v in sums.items()})
