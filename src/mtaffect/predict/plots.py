@@ -79,7 +79,8 @@ def plot_expressions(df: pd.DataFrame, path: str | Path, title: str = "") -> Pat
             ax.set_xlabel(label)
         ax.set_ylim(0, 1)
         ax.set_ylabel("p" if tid is None else f"track {tid}")
-    axes[0, 0].legend(loc="upper center", bbox_to_anchor=(0.5, 1.45), ncol=7, fontsize=8, frameon=False)
+    if len(faces):
+        axes[0, 0].legend(loc="upper center", bbox_to_anchor=(0.5, 1.45), ncol=7, fontsize=8, frameon=False)
     fig.suptitle(title or "expressions", y=1.02)
     return _save(fig, Path(path))
 

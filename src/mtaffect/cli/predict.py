@@ -1,0 +1,114 @@
+"""``mtaffect predict INPUT... --checkpoint CKPT --out DIR``: per-frame expressions and valence/arousal.
+
+INPUT: video files, images, folders, globs (quote them), ``webcam:N`` or a stream URL; with
+``--cropped``: ``cropped_aligned`` folders (one track per folder of ``NNNNN.jpg``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EXAMPLES = """examples:
+  mtaffect predict interview.mp4 --checkpoint gru_student.safetensors --out results/
+  mtaffect predict 'clips/*.mp4' photos/ --checkpoint cnn_student.safetensors --out results/ --no-overlay
+  mtaffect predict cropped_aligned/ --cropped --checkpoint gru_student.safetensors --out val_preds/
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXAMPLES
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="videos, images, folders, globs, webcam:N, URLs"
+    )
+    parser.add_argument("--checkpoint", required=True, help="a cnn or cnn_gru .safetensors checkpoint")
+    parser.add_argument("--out", required=True, help="output folder (see docs/predict.md for its layout)")
+    parser.add_argument("--cropped", action="store_true", help="inputs are aligned crops (cropped_aligned)")
+    parser.add_argument("--detector", default="mtcnn", choices=("mtcnn", "haar"), help="face detector")
+    parser.add_argument(
+        "--detect-every",
+        type=int,
+        default=5,
+        metavar="N",
+        help="full face detection every N frames, tracking in between (default 5)",
+    )
+    parser.add_argument("--min-face", type=float, default=40.0, metavar="PX", help="smallest face side (40)")
+    parser.add_argument("--max-faces", type=int, default=None, help="at most this many people per video")
+    parser.add_argument(
+        "--smooth", type=float, default=0.0, help="box/landmark smoothing in [0, 1) (0 = off)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="faces per model call (16)")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "onnx"),
+        help="auto = onnxruntime when installed (fast CPU path), else torch",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device for backend torch (cpu, cuda)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
+    parser.add_argument(
+        "--template",
+        default=None,
+        choices=("affwild2", "arcface"),
+        help="crop template (default: the checkpoint's crop convention)",
+    )
+    parser.add_argument("--crop-scale", type=float, default=None, help="zoom the crop out (>1) or in (<1)")
+    parser.add_argument("--debug-crops", action="store_true", help="also write the model's input crops")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--no-overlay", action="store_true", help="skip the overlay video")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="skip inputs already finished in --out")
+    group.add_argument("--overwrite", action="store_true", help="empty --out first")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    from mtaffect.predict.predictor import Predictor
+    from mtaffect.predict.runner import predict_inputs
+
+    if (os.cpu_count() or 1) <= 2:
+        torch.set_num_threads(1)  # 2 spin-waiting OpenMP threads are slower than 1 here
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint,
+        backend=args.backend,
+        device=args.device,
+        threads=args.threads,
+        detector=args.detector,
+        detect_every=args.detect_every,
+        min_face=args.min_face,
+        batch_size=args.batch_size,
+        template=args.template,
+        crop_scale=args.crop_scale,
+        smooth=args.smooth,
+        max_faces=args.max_faces,
+    )
+    report = predict_inputs(
+        predictor,
+        args.inputs,
+        args.out,
+        cropped=args.cropped,
+        plots=not args.no_plots,
+        overlay=not args.no_overlay,
+        debug_crops=args.debug_crops,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    entries = report["inputs"]
+    for e in entries:
+        if e["status"] in ("ok", "partial") and e.get("frames") is not None:
+            fps = e.get("frames_per_second")
+            speed = f", {fps:.1f} frames/s" if fps else ""
+            print(
+                f"{e['input']}: {e['frames']} frames, {e.get('faces', 0)} faces, "
+                f"{e.get('tracks', 1)} tracks{speed} -> {args.out}/{e['output']}"
+            )
+        elif e["status"] == "ok":
+            print(f"{e['input']}: {e.get('faces', 0)} faces -> {args.out}/{e['output']}")
+    print(f"backend: {report['backend']}; report: {args.out}/report.json")
+    bad = [e for e in entries if e["status"] not in ("ok",)]
+    return 1 if bad else 0

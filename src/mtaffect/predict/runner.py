@@ -1,0 +1,212 @@
+"""``mtaffect predict`` as one function: many inputs → one output folder, resumable.
+
+Layout of ``out``::
+
+    out/
+      report.json                    per input: status, frames, faces, tracks, error, seconds per stage
+      <video stem>/predictions.csv   (and .parquet) the per-frame table, see tables.py
+      <video stem>/va.png, expressions.png, circumplex.png
+      <video stem>/overlay.mp4       H.264 with boxes, labels, valence/arousal bars
+      <video stem>/debug_crops/track<k>/NNNNN.jpg   with debug_crops=True: the model's input crops
+      images/predictions.csv         all still images in one table
+      <track>/predictions.csv        with cropped=True: one per cropped_aligned track folder
+
+An input whose ``predictions.parquet`` exists is finished; with ``resume`` it is skipped. A bad
+input (unreadable, truncated, not media) is reported in ``report.json`` and on stderr; the others go
+on, and the rows of a video that broke half-way are kept (``status: "partial"``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from mtaffect.errors import InputFormatError, UserError
+from mtaffect.io import prepare_output_dir, write_json
+from mtaffect.predict.media import IMAGE_EXTENSIONS, MediaItem, expand_inputs
+from mtaffect.predict.predictor import Predictor
+from mtaffect.predict.tables import TableWriter
+
+__all__ = ["predict_inputs", "crop_folders"]
+
+
+def _unique_name(stem: str, used: set[str]) -> str:
+    name, k = stem, 2
+    while name in used or name == "images":
+        name, k = f"{stem}_{k}", k + 1
+    used.add(name)
+    return name
+
+
+def crop_folders(inputs: list[str | Path]) -> list[Path]:
+    """Track folders of ``cropped_aligned``-style inputs: a folder holding ``NNNNN.jpg`` files is a
+    track; a folder holding such folders (``cropped_aligned/`` itself) contributes each of them."""
+    out: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.is_dir():
+            raise UserError(f"{path}: --cropped expects folders of face crops (cropped_aligned/<track>)")
+
+        def is_track(p: Path) -> bool:
+            return any(f.suffix.lower() in IMAGE_EXTENSIONS and f.stem.isdigit() for f in p.iterdir())
+
+        if is_track(path):
+            out.append(path)
+        else:
+            subs = sorted(p for p in path.iterdir() if p.is_dir() and is_track(p))
+            if not subs:
+                raise UserError(f"{path}: no NNNNN.jpg crops in it or in its sub-folders")
+            out.extend(subs)
+    return out
+
+
+def predict_inputs(
+    predictor: Predictor,
+    inputs: list[str | Path],
+    out: str | Path,
+    *,
+    cropped: bool = False,
+    plots: bool = True,
+    overlay: bool = True,
+    debug_crops: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Run ``predictor`` on every input, writing the layout above; returns the report dict."""
+    out = prepare_output_dir(out, overwrite=overwrite, resume=resume)
+    skipped: list[tuple[str, str]] = []
+    report: dict = {"backend": predictor.model.backend, "inputs": []}
+    report_path = out / "report.json"
+    if resume and report_path.is_file():
+        try:
+            report["inputs"] = [
+                e for e in json.loads(report_path.read_text())["inputs"] if e["status"] == "ok"
+            ]
+        except (ValueError, KeyError):
+            pass
+    done = {e["input"] for e in report["inputs"]}
+    used: set[str] = set()
+
+    def record(entry: dict) -> None:
+        report["inputs"] = [e for e in report["inputs"] if e["input"] != entry["input"]] + [entry]
+        write_json(report_path, report)
+        if entry["status"] != "ok":
+            print(
+                f"mtaffect predict: {entry['input']}: {entry['status']}: {entry.get('error')}",
+                file=sys.stderr,
+            )
+
+    if cropped:
+        for folder in crop_folders(inputs):
+            name = _unique_name(folder.name, used)
+            target = out / name
+            if resume and (target / "predictions.parquet").is_file():
+                continue
+            t0 = time.perf_counter()
+            try:
+                df = predictor.predict_crop_folder(folder)
+            except InputFormatError as err:
+                record({"input": str(folder), "status": "error", "error": str(err)})
+                continue
+            with TableWriter(target / "predictions") as writer:
+                writer.write(df)
+            if plots:
+                _plots(df, target, folder.name)
+            record(
+                {
+                    "input": str(folder),
+                    "status": "ok",
+                    "output": name,
+                    "frames": len(df),
+                    "faces": len(df),
+                    "seconds": {"total": time.perf_counter() - t0},
+                }
+            )
+        return report
+
+    items = expand_inputs(inputs, skipped=skipped)
+    for path, why in skipped:
+        record({"input": path, "status": "skipped", "error": why})
+    images = [it for it in items if it.kind == "image"]
+    if images and not (resume and (out / "images" / "predictions.parquet").is_file()):
+        errors: list[tuple[str, str]] = []
+        t0 = time.perf_counter()
+        df = predictor.predict_images([it.path for it in images], errors=errors)
+        with TableWriter(out / "images" / "predictions") as writer:
+            writer.write(df)
+        for path, msg in errors:
+            record({"input": path, "status": "error", "error": msg})
+        record(
+            {
+                "input": "images",
+                "status": "ok",
+                "output": "images",
+                "images": len(images) - len(errors),
+                "faces": int(df["face_found"].sum()),
+                "seconds": {"total": time.perf_counter() - t0},
+            }
+        )
+    for item in (it for it in items if it.kind != "image"):
+        name = _unique_name(Path(item.path).stem if item.kind == "video" else _stream_name(item), used)
+        target = out / name
+        if resume and ((target / "predictions.parquet").is_file() or item.path in done):
+            continue
+        record(_one_video(predictor, item, target, name, plots, overlay, debug_crops, progress))
+    return report
+
+
+def _stream_name(item: MediaItem) -> str:
+    return "".join(c if c.isalnum() else "_" for c in item.path).strip("_") or "stream"
+
+
+def _plots(df: pd.DataFrame, target: Path, title: str) -> None:
+    from mtaffect.predict.plots import plot_all
+
+    plot_all(df, target, title)
+
+
+def _one_video(predictor, item, target, name, plots, overlay, debug_crops, progress) -> dict:
+    t0 = time.perf_counter()
+    entry: dict = {"input": item.path, "output": name}
+    try:
+        with TableWriter(target / "predictions") as writer:
+            for chunk in predictor.iter_video(
+                item.path, debug_crops=target / "debug_crops" if debug_crops else None, progress=progress
+            ):
+                writer.write(chunk)
+    except InputFormatError as err:
+        return {**entry, "status": "error", "error": str(err)}
+    except KeyboardInterrupt:
+        print(f"interrupted: the rows so far are in {target / 'predictions.csv'}", file=sys.stderr)
+        raise
+    rep = predictor.last_report
+    seconds = dict(rep.seconds)
+    seconds["predict"] = time.perf_counter() - t0
+    # read back from disk: prediction itself never held the whole table
+    df = pd.read_parquet(target / "predictions.parquet") if (plots or overlay) else None
+    if df is not None and plots:
+        t1 = time.perf_counter()
+        _plots(df, target, name)
+        seconds["plots"] = time.perf_counter() - t1
+    if df is not None and overlay and item.kind == "video":
+        from mtaffect.predict.overlay import write_overlay
+
+        t1 = time.perf_counter()
+        write_overlay(item.path, df, target / "overlay.mp4")
+        seconds["overlay"] = time.perf_counter() - t1
+    return {
+        **entry,
+        "status": "partial" if rep.error else "ok",
+        "error": rep.error,
+        "frames": rep.frames,
+        "faces": rep.faces,
+        "tracks": rep.tracks,
+        "detector_calls": rep.detector_calls,
+        "frames_per_second": rep.frames / seconds["predict"] if seconds["predict"] > 0 else None,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
