@@ -248,3 +248,22 @@ def test_amp_dtype_choice():
     assert amp_dtype("cpu") is None
     if torch.cuda.is_available():  # pragma: no cover - no GPU here
         assert amp_dtype("cuda") in (torch.bfloat16, torch.float16)
+
+
+def test_fold_batchnorm_keeps_eval_outputs():
+    from mtaffect.models.resnet import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = build_backbone("resnet_small").eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.0)
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded.forward_features(x), net.forward_features(x), atol=1e-4, rtol=1e-4)

@@ -178,3 +178,28 @@ def build_backbone(name: str, *, num_classes: int = 0, last_block_dropout: float
         num_classes=num_classes,
         last_block_dropout=last_block_dropout,
     )
+
+
+def fold_batchnorm(net: ResNet) -> ResNet:
+    """An inference-only copy of ``net`` with every BatchNorm2d folded into the conv before it.
+
+    Each ``conv → bn`` pair becomes one conv with a bias (``W' = W·γ/σ``, ``b' = β − μ·γ/σ``), which
+    saves a pass over every activation map. Valid in eval mode only (BN uses its running stats and
+    the caffe layout's conv5_3 dropouts are identities there); the copy is put in eval mode.
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(net).eval()
+    pairs = [(folded, "conv1", "bn1")]
+    for stage in (folded.layer1, folded.layer2, folded.layer3, folded.layer4):
+        for block in stage:
+            pairs += [(block, f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
+            if block.downsample is not None:
+                pairs.append((block.downsample, "0", "1"))
+    for owner, conv_name, bn_name in pairs:
+        conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+        setattr(owner, conv_name, fuse_conv_bn_eval(conv, bn))
+        setattr(owner, bn_name, nn.Identity())
+    return folded
