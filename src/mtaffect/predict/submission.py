@@ -1,0 +1,392 @@
+"""ABAW submission files: the ABAW2 per-track layout, the ABAW5+ single file, and a validator.
+
+**ABAW2** (DATASETS.md §1.10): ``<out>/<folder>/<track>.txt`` for every track of the test list
+(``folder`` ``EXPR_Set`` / ``VA_Set`` by default), the task's annotation header, then one line per
+video frame, frame 1 first: EXPR one integer 0..6, VA ``v,a`` with 4 decimals clipped to [-1, 1].
+
+**ABAW5+** (§6): one file, header ``image_location,<label columns>``, one row per frame
+``<track>/<NNNNN>.jpg,<prediction>``; with the organisers' example file the rows follow its order
+and frames exactly, else every frame 1..N of every test track in test-list order.
+
+**Frames without a prediction** (no face found) take the prediction of the nearest frame that has
+one; at equal distance the earlier frame wins (so a gap is filled half from each side, and frames
+before the first face take the first prediction, after the last the last one).
+
+**Frame count N** per track, first source that has it: a user file (``track,frames`` per line), the
+row count of the track's annotation file, a prediction table of the whole video (``mtaffect
+predict`` on the raw video writes one row per decoded frame, so its frame count is that of a full
+decode), a full decode of the raw video. Predictions beyond N are dropped with a warning.
+
+**Tracks and tables.** A table from ``mtaffect predict --cropped`` is one track named after its
+folder, frames = image number − 1. A table of a raw video may hold several people: track
+``<video>_left`` / ``_right`` takes the person whose mean box centre is further left / right;
+an unsuffixed track takes the person seen in the most frames.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mtaffect.errors import InputFormatError, UserError
+from mtaffect.io import atomic_open
+from mtaffect.labels import EXPRESSIONS, EXPRESSIONS_8
+
+__all__ = [
+    "HEADERS",
+    "read_test_list",
+    "read_frame_counts",
+    "load_predictions",
+    "track_values",
+    "fill_nearest",
+    "write_abaw2",
+    "write_abaw5",
+    "validate_submission",
+    "SubmissionInputs",
+]
+
+HEADERS = {"EXPR": ",".join(EXPRESSIONS), "VA": "valence,arousal"}
+ABAW5_HEADERS = {"EXPR": "image_location," + ",".join(EXPRESSIONS_8), "VA": "image_location,valence,arousal"}
+FOLDERS = {"EXPR": "EXPR_Set", "VA": "VA_Set"}
+TASKS = ("EXPR", "VA")
+_SIDE = re.compile(r"^(?P<base>.+)_(?P<side>left|right)$")
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+
+
+def _check_task(task: str) -> str:
+    task = task.upper()
+    if task not in TASKS:
+        raise UserError(f"task must be EXPR or VA, got {task!r}")
+    return task
+
+
+def read_test_list(path: str | Path) -> list[str]:
+    """Track names, one per line (BOM, blanks and surrounding spaces ignored; order kept)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as err:
+        raise InputFormatError(path, f"cannot read test list: {err}") from err
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise InputFormatError(path, "test list is empty")
+    return names
+
+
+def read_frame_counts(path: str | Path) -> dict[str, int]:
+    """``track,frames`` per line (a header line without a number is skipped)."""
+    path = Path(path)
+    counts: dict[str, int] = {}
+    for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        parts = [p.strip() for p in line.split(",")]
+        if not line.strip() or (i == 1 and not parts[-1].isdigit()):
+            continue
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise InputFormatError(path, f"expected 'track,frames', got {line!r}", line=i)
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@dataclass
+class SubmissionInputs:
+    """Where predictions and frame counts come from (see the module docstring)."""
+
+    tables: dict[str, pd.DataFrame]  # output name → per-frame table
+    frame_counts: dict[str, int] = field(default_factory=dict)
+    annotations: Path | None = None
+    videos: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_predictions(source: str | Path | list[str | Path]) -> dict[str, pd.DataFrame]:
+    """Prediction tables by name: a ``mtaffect predict`` output folder (``<name>/predictions.parquet``
+    or ``.csv``), or table files themselves (name = file stem, or folder name for ``predictions.*``)."""
+    sources = source if isinstance(source, list) else [source]
+    tables: dict[str, pd.DataFrame] = {}
+    for src in sources:
+        src = Path(src)
+        if src.is_dir():
+            files = sorted(src.glob("*/predictions.parquet")) or sorted(src.glob("*/predictions.csv"))
+            files += sorted(p for p in src.glob("*.parquet")) + sorted(p for p in src.glob("*.csv"))
+        elif src.is_file():
+            files = [src]
+        else:
+            raise UserError(f"{src}: no such prediction folder or table")
+        for f in files:
+            name = f.parent.name if f.stem == "predictions" else f.stem
+            if name in tables or name == "images":
+                continue
+            try:
+                tables[name] = pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f)
+            except (OSError, ValueError) as err:
+                raise InputFormatError(f, f"unreadable prediction table: {err}") from err
+    if not tables:
+        raise UserError(f"no prediction tables found in {', '.join(map(str, sources))}")
+    return tables
+
+
+def _frame_count(track: str, inputs: SubmissionInputs, table_name: str | None) -> tuple[int, str]:
+    if track in inputs.frame_counts:
+        return inputs.frame_counts[track], "frame-count file"
+    if inputs.annotations is not None:
+        for f in inputs.annotations.rglob(f"{track}.txt"):
+            lines = [ln for ln in f.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+            return max(0, len(lines) - 1), f"annotation {f}"
+    base = _SIDE.match(track).group("base") if _SIDE.match(track) else track
+    if table_name is not None and table_name == base:
+        df = inputs.tables[table_name]
+        # a raw-video table has a time on every row and a row for every decoded frame 0..N-1
+        if len(df) and df["time"].notna().all() and df["frame"].nunique() == int(df["frame"].max()) + 1:
+            return int(df["frame"].max()) + 1, "prediction table of the whole video"
+    if inputs.videos is not None:
+        from mtaffect.predict.media import count_frames
+
+        for ext in VIDEO_EXTS:
+            for f in inputs.videos.rglob(base + ext):
+                return count_frames(f), f"decode of {f}"
+    raise UserError(
+        f"{track}: unknown frame count; give --frame-counts, --annotations or --videos "
+        "(or predict on the raw video)"
+    )
+
+
+def _pick_person(df: pd.DataFrame, track: str) -> pd.DataFrame:
+    faces = df[df["face_found"].astype(bool)]
+    if faces.empty:
+        return faces
+    ids = faces["track_id"].astype("int64")
+    if faces["track_id"].nunique() == 1:
+        return faces
+    m = _SIDE.match(track)
+    if m:
+        centre = ((faces["box_x0"] + faces["box_x1"]) / 2).astype(float).groupby(ids).mean()
+        pick = centre.idxmin() if m.group("side") == "left" else centre.idxmax()
+    else:
+        pick = ids.value_counts().idxmax()
+    return faces[ids == pick]
+
+
+def track_values(
+    track: str, inputs: SubmissionInputs, task: str
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """``(frames, values, table name)`` of one test track: sorted 0-based frames with a prediction,
+    values ``(n,)`` int (EXPR) or ``(n, 2)`` float (VA)."""
+    base = _SIDE.match(track).group("base") if _SIDE.match(track) else track
+    name = track if track in inputs.tables else base if base in inputs.tables else None
+    if name is None:
+        return np.zeros(0, np.int64), np.zeros(0), None
+    faces = _pick_person(inputs.tables[name], track)
+    faces = faces.sort_values("frame").drop_duplicates("frame")
+    frames = faces["frame"].to_numpy(np.int64)
+    if task == "EXPR":
+        values = faces["expression_index"].to_numpy(np.int64)
+    else:
+        values = faces[["valence", "arousal"]].to_numpy(np.float64)
+    return frames, values, name
+
+
+def fill_nearest(frames: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Values for frames ``0..n-1`` from the nearest predicted frame (ties → the earlier frame)."""
+    if len(frames) == 0:
+        raise ValueError("no prediction to fill from")
+    target = np.arange(n)
+    right = np.clip(np.searchsorted(frames, target, side="left"), 0, len(frames) - 1)
+    left = np.clip(right - 1, 0, len(frames) - 1)
+    use_left = np.abs(target - frames[left]) <= np.abs(frames[right] - target)
+    return values[np.where(use_left, left, right)]
+
+
+def _filled(track: str, inputs: SubmissionInputs, task: str) -> np.ndarray:
+    frames, values, name = track_values(track, inputs, task)
+    if name is None:
+        raise UserError(f"{track}: no prediction table for this track (or for its video)")
+    if len(frames) == 0:
+        raise UserError(f"{track}: no face was found in any frame; cannot fill its predictions")
+    n, source = _frame_count(track, inputs, name)
+    if frames[-1] >= n:
+        inputs.warnings.append(
+            f"{track}: predictions up to frame {frames[-1] + 1} but {n} frames ({source}); extra ones dropped"
+        )
+        keep = frames < n
+        frames, values = frames[keep], values[keep]
+    return fill_nearest(frames, values, n)
+
+
+def _line(task: str, value) -> str:
+    if task == "EXPR":
+        return str(int(value))
+    v, a = np.clip(np.asarray(value, np.float64), -1.0, 1.0)
+    return f"{v:.4f},{a:.4f}"
+
+
+def write_abaw2(
+    tracks: list[str], inputs: SubmissionInputs, task: str, out: str | Path, *, folder: str | None = None
+) -> Path:
+    """Write ``out/<folder>/<track>.txt`` for every track; returns the folder."""
+    task = _check_task(task)
+    target = Path(out) / (folder or FOLDERS[task])
+    target.mkdir(parents=True, exist_ok=True)
+    for track in tracks:
+        values = _filled(track, inputs, task)
+        with atomic_open(target / f"{track}.txt", "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(HEADERS[task] + "\n")
+            handle.writelines(_line(task, v) + "\n" for v in values)
+    return target
+
+
+def _read_example(path: Path) -> tuple[str, list[tuple[str, int]]]:
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    if not lines or not lines[0].startswith("image_location"):
+        raise InputFormatError(path, "example file must start with an 'image_location,...' header", line=1)
+    rows = []
+    for i, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        loc = line.split(",", 1)[0].strip()
+        m = re.fullmatch(r"(.+)/(\d+)\.jpg", loc)
+        if not m:
+            raise InputFormatError(path, f"expected '<track>/<NNNNN>.jpg', got {loc!r}", line=i)
+        rows.append((m.group(1), int(m.group(2))))
+    return lines[0].strip(), rows
+
+
+def write_abaw5(
+    tracks: list[str],
+    inputs: SubmissionInputs,
+    task: str,
+    out_file: str | Path,
+    *,
+    example: str | Path | None = None,
+) -> Path:
+    """Write the single-file layout; with ``example`` its header, rows and order are kept."""
+    task = _check_task(task)
+    out_file = Path(out_file)
+    if example is not None:
+        header, rows = _read_example(Path(example))
+        needed: dict[str, int] = {}
+        for track, number in rows:
+            needed[track] = max(needed.get(track, 0), number)
+        for track, n in needed.items():  # the example fixes the frames: use its count
+            inputs.frame_counts.setdefault(track, n)
+    else:
+        header = ABAW5_HEADERS[task]
+        rows = []
+        for track in tracks:
+            n = len(_filled(track, inputs, task))
+            rows.extend((track, k) for k in range(1, n + 1))
+    cache: dict[str, np.ndarray] = {}
+    with atomic_open(out_file, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write(header + "\n")
+        for track, number in rows:
+            if track not in cache:
+                cache[track] = _filled(track, inputs, task)
+            handle.write(f"{track}/{number:05d}.jpg,{_line(task, cache[track][number - 1])}\n")
+    return out_file
+
+
+def validate_submission(
+    path: str | Path,
+    task: str,
+    *,
+    test_list: list[str] | None = None,
+    frame_counts: dict[str, int] | None = None,
+    example: str | Path | None = None,
+) -> list[str]:
+    """Every problem of a submission as ``file:line: message`` (empty list = valid).
+
+    ``path``: an ABAW2 folder of ``<track>.txt`` files, or an ABAW5 single file.
+    """
+    task = _check_task(task)
+    path = Path(path)
+    if path.is_dir():
+        return _validate_abaw2(path, task, test_list, frame_counts)
+    if path.is_file():
+        return _validate_abaw5(path, task, test_list, example)
+    return [f"{path}: no such submission folder or file"]
+
+
+def _check_value(task: str, text: str, n_classes: int) -> str | None:
+    parts = [p.strip() for p in text.split(",")]
+    if task == "EXPR":
+        if len(parts) != 1 or not re.fullmatch(r"-?\d+", parts[0]):
+            return f"expected one integer class, got {text!r}"
+        if not 0 <= int(parts[0]) < n_classes:
+            return f"class {parts[0]} outside 0..{n_classes - 1}"
+        return None
+    if len(parts) != 2:
+        return f"expected 'valence,arousal', got {text!r}"
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        return f"not numbers: {text!r}"
+    if not all(np.isfinite(v) and -1.0 <= v <= 1.0 for v in vals):
+        return f"values outside [-1, 1]: {text!r}"
+    return None
+
+
+def _validate_abaw2(folder, task, test_list, frame_counts) -> list[str]:
+    problems = []
+    files = {p.stem: p for p in sorted(folder.glob("*.txt"))}
+    if test_list is not None:
+        problems += [f"{folder}: missing {t}.txt (in the test list)" for t in test_list if t not in files]
+        problems += [f"{p}: track not in the test list" for t, p in files.items() if t not in set(test_list)]
+    n_classes = 7
+    for track, f in files.items():
+        lines = f.read_text(encoding="utf-8").splitlines()
+        while lines and not lines[-1].strip():
+            lines.pop()
+        if not lines:
+            problems.append(f"{f}:1: empty file")
+            continue
+        header = lines[0].strip()
+        allowed = {HEADERS[task]} | ({",".join(EXPRESSIONS_8)} if task == "EXPR" else set())
+        if header not in allowed:
+            problems.append(f"{f}:1: header {header!r}, expected {HEADERS[task]!r}")
+        n_classes = 8 if header == ",".join(EXPRESSIONS_8) else 7
+        for i, line in enumerate(lines[1:], 2):
+            msg = _check_value(task, line, n_classes)
+            if msg:
+                problems.append(f"{f}:{i}: {msg}")
+        if frame_counts and track in frame_counts and len(lines) - 1 != frame_counts[track]:
+            problems.append(f"{f}: {len(lines) - 1} frame lines, expected {frame_counts[track]}")
+    return problems
+
+
+def _validate_abaw5(file, task, test_list, example) -> list[str]:
+    problems = []
+    lines = file.read_text(encoding="utf-8").splitlines()
+    if not lines or not lines[0].startswith("image_location,"):
+        return [f"{file}:1: header must start with 'image_location,'"]
+    n_classes = 8 if "Other" in lines[0] else 7
+    seen: list[tuple[str, int]] = []
+    for i, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        loc, _, rest = line.partition(",")
+        m = re.fullmatch(r"(.+)/(\d{5,})\.jpg", loc.strip())
+        if not m:
+            problems.append(f"{file}:{i}: image_location {loc!r} is not '<track>/<NNNNN>.jpg'")
+            continue
+        seen.append((m.group(1), int(m.group(2))))
+        msg = _check_value(task, rest, n_classes)
+        if msg:
+            problems.append(f"{file}:{i}: {msg}")
+    tracks = {t for t, _ in seen}
+    if test_list is not None:
+        problems += [f"{file}: no rows for test track {t}" for t in test_list if t not in tracks]
+        problems += [f"{file}: rows for {t}, not in the test list" for t in sorted(tracks - set(test_list))]
+    if example is not None:
+        header, rows = _read_example(Path(example))
+        if lines[0].strip() != header:
+            problems.append(f"{file}:1: header differs from the example's {header!r}")
+        if seen != rows:
+            diff = next((k for k, (a, b) in enumerate(zip(seen, rows)) if a != b), min(len(seen), len(rows)))
+            problems.append(
+                f"{file}:{diff + 2}: rows differ from the example from here on "
+                f"({len(seen)} rows, example has {len(rows)})"
+            )
+    return problems
