@@ -402,3 +402,26 @@ def test_bad_inputs_are_rejected() -> None:
     ):
         with pytest.raises(ValueError):
             LossConfig(**bad)
+
+
+def test_part_keys_do_not_depend_on_which_labels_are_present() -> None:
+    keys = []
+    for secondary in (ALL, NONE, SOME):
+        student, teacher, targets = _batch(secondary, secondary)
+        keys.append(sorted(student_objective(student, teacher, targets)))
+    assert keys[0] == keys[1] == keys[2]
+    student, teacher, targets = _batch(NONE, NONE)
+    got = student_objective(student, teacher, targets)
+    assert got["valence/EXPR"].item() == 0.0 and got["expr/VA"].item() == 0.0  # no labelled member
+
+
+def test_half_precision_outputs_are_scored_in_float32() -> None:
+    student, teacher, targets = _batch()
+    half = {
+        k: Outputs(v.expression.bfloat16(), v.valence.bfloat16(), v.arousal.bfloat16())
+        for k, v in student.items()
+    }
+    exact = {k: Outputs(v.expression.float(), v.valence.float(), v.arousal.float()) for k, v in half.items()}
+    got = student_objective(half, teacher, targets)["loss"]
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(student_objective(exact, teacher, targets)["loss"].item(), rel=1e-6)

@@ -249,3 +249,18 @@ def test_va_distillation_per_dimension() -> None:
     out = va_distillation(sv, sa, tv, ta, 2.0, False)
     assert out["valence"].item() == pytest.approx(distillation_kl(sv, tv, 2.0, False).item())
     assert out["arousal"].item() == pytest.approx(distillation_kl(sa, ta, 2.0, False).item())
+
+
+def test_masked_mean_and_unselected_garbage() -> None:
+    from mtaffect.losses import masked_mean
+
+    values = torch.tensor([1.0, float("nan"), 3.0])
+    assert masked_mean(values, torch.tensor([True, False, True])).item() == 2.0
+    assert masked_mean(values, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+    assert masked_mean(torch.zeros(0)).item() == 0.0
+    logits = torch.randn(3, 20, requires_grad=True)
+    loss = va_dimension_loss(
+        logits, torch.tensor([0.2, float("nan"), -0.4]), torch.tensor([True, False, True])
+    )
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()

@@ -35,10 +35,18 @@ Student (eq. 8–10, authors' ``optimize_parameters_kd_v2``), with λ = ``lambda
     * loss = mean per head over the batches' head terms (+ over heads), or their sum
       (``head_average=False``).
 
+A batch term over zero frames (e.g. a batch whose frames are all padding) is left out of its head's
+mean; a group over zero frames is left out of the "authors" group mean.
+
 Returned dicts: ``"loss"`` (attached to the graph) and detached named parts
 ``"<term>/<task_set>"`` with term in expr, valence, arousal (supervision; on the secondary head:
 labelled members only), kd_expr, kd_valence, kd_arousal (distillation over the frames the head
-term covers), head_expr, head_va (the head's term entering the total).
+term covers), head_expr, head_va (the head's term entering the total). The set of keys depends only
+on the task sets and ``shared_labels``, never on the labels present, so logs have stable columns; a
+part over zero frames is 0.
+
+Cost: masks weight per-frame values (no boolean indexing, no ``.item()``), so an objective never
+synchronises with an accelerator; logits are computed on in float32 whatever the autocast dtype.
 """
 
 from __future__ import annotations
@@ -52,8 +60,9 @@ from mtaffect.labels import TASK_SETS
 from mtaffect.losses.terms import (
     DEFAULT_CCC_EPS,
     VA_DECODINGS,
-    distillation_kl,
+    distillation_per_frame,
     expression_ce,
+    masked_mean,
     va_dimension_loss,
     zero_like,
 )
@@ -109,6 +118,8 @@ class LossConfig:
 def _frames(outputs: Outputs, targets: Targets, name: str) -> tuple[Outputs, Targets]:
     if outputs.expression.dim() == 3:  # temporal model: (B, T, C) → (B·T, C)
         outputs = flatten_outputs(outputs)
+    if outputs.expression.dtype in (torch.float16, torch.bfloat16):  # autocast: losses in float32
+        outputs = Outputs(outputs.expression.float(), outputs.valence.float(), outputs.arousal.float())
     if targets.expression.dim() == 2:
         targets = targets.flatten()
     n = outputs.expression.shape[0]
@@ -144,28 +155,33 @@ def _supervision(head: str, out: Outputs, tg: Targets, mask: torch.Tensor, cfg: 
     }
 
 
-def _distillation(head: str, student: Outputs, teacher: Outputs, mask: torch.Tensor, cfg: LossConfig) -> dict:
+def _distillation_frames(head: str, student: Outputs, teacher: Outputs, cfg: LossConfig) -> dict:
+    """Per-frame KD (N,) per dimension of a head, computed once and reduced over several masks."""
     fields = {"expr": "expression", "valence": "valence", "arousal": "arousal"}
     return {
-        dim: distillation_kl(
-            getattr(student, fields[dim]), getattr(teacher, fields[dim]), cfg.temperature, cfg.t_squared, mask
+        dim: distillation_per_frame(
+            getattr(student, fields[dim]), getattr(teacher, fields[dim]), cfg.temperature, cfg.t_squared
         )
         for dim in HEAD_DIMENSIONS[head]
     }
 
 
-def _combine(terms: list[torch.Tensor], average: bool) -> torch.Tensor | None:
+def _head_loss(terms: list[tuple[torch.Tensor, torch.Tensor]], average: bool) -> torch.Tensor | None:
+    """Combine one head's (term, present) pairs: mean over the present terms (authors) or their sum."""
     if not terms:
         return None
-    total = torch.stack(terms).sum()
-    return total / len(terms) if average else total
+    values = torch.stack([value for value, _ in terms])
+    if not average:
+        return values.sum()  # an absent term is an attached 0
+    present = torch.stack([flag for _, flag in terms]).to(values.dtype)
+    return (values * present).sum() / present.sum().clamp_min(1)
 
 
-def _total(
-    head_terms: Mapping[str, list[torch.Tensor]], cfg: LossConfig, anchor: torch.Tensor
-) -> torch.Tensor:
-    parts = [t for t in (_combine(terms, cfg.head_average) for terms in head_terms.values()) if t is not None]
-    return torch.stack(parts).sum() if parts else zero_like(anchor)
+def _total(head_terms: Mapping[str, list], cfg: LossConfig, anchor: torch.Tensor) -> torch.Tensor:
+    losses = [
+        t for t in (_head_loss(terms, cfg.head_average) for terms in head_terms.values()) if t is not None
+    ]
+    return torch.stack(losses).sum() if losses else zero_like(anchor)
 
 
 def _check_names(names, *dicts: Mapping) -> None:
@@ -187,18 +203,16 @@ def teacher_objective(
     cfg = config or LossConfig()
     _check_names(outputs, targets)
     parts: dict[str, torch.Tensor] = {}
-    head_terms: dict[str, list[torch.Tensor]] = {"expr": [], "va": []}
+    head_terms: dict[str, list] = {"expr": [], "va": []}
     anchor = None
     for name, raw in outputs.items():
         out, tg = _frames(raw, targets[name], name)
         anchor = out.expression if anchor is None else anchor
         for head in PRIMARY_HEADS[name]:
             mask = _label_mask(tg, head, out.expression.device)
-            if not bool(mask.any()):
-                continue
             sup = _supervision(head, out, tg, mask, cfg)
             parts.update({f"{dim}/{name}": value for dim, value in sup.items()})
-            head_terms[head].append(sum(sup.values()))
+            head_terms[head].append((sum(sup.values()), mask.any()))
     if anchor is None:
         raise ValueError("teacher_objective needs at least one task set")
     loss = _total(head_terms, cfg, anchor)
@@ -222,36 +236,28 @@ def _secondary_term(
     shared_labels: bool,
     cfg: LossConfig,
     record: Callable[[str, torch.Tensor], None],
-) -> torch.Tensor | None:
+) -> torch.Tensor:
     """Eq. 9/10 for the secondary head of an EXPR or VA batch (the module docstring's rules)."""
-    labelled = members & _label_mask(tg, head, members.device) if shared_labels else torch.zeros_like(members)
+    kd_frames = _distillation_frames(head, out, teacher, cfg)
+    for dim, values in kd_frames.items():
+        record(f"kd_{dim}", masked_mean(values, members))
+    if not shared_labels:  # eq. 9: pure distillation, weight 1
+        return sum(masked_mean(values, members) for values in kd_frames.values())
+    labelled = members & _label_mask(tg, head, members.device)
     unlabelled = members & ~labelled
-    n_labelled, n_unlabelled = int(labelled.sum()), int(unlabelled.sum())
-    n_members = n_labelled + n_unlabelled
-    if n_members == 0:
-        return None
-    groups: list[tuple[int, dict[str, torch.Tensor]]] = []  # (size, per-dimension group loss)
-    kd_parts: list[tuple[int, dict[str, torch.Tensor]]] = []
-    if n_unlabelled:
-        kd_u = _distillation(head, out, teacher, unlabelled, cfg)
-        groups.append((n_unlabelled, kd_u))
-        kd_parts.append((n_unlabelled, kd_u))
-    if n_labelled:
-        sup = _supervision(head, out, tg, labelled, cfg)
-        kd_l = _distillation(head, out, teacher, labelled, cfg)
-        for dim, value in sup.items():
-            record(dim, value)
-        groups.append((n_labelled, _mix(sup, kd_l, cfg.lambda_supervision)))
-        kd_parts.append((n_labelled, kd_l))
-    for dim in HEAD_DIMENSIONS[head]:  # KD over all members (batch means combine exactly by size)
-        record(f"kd_{dim}", sum(size * kd[dim] for size, kd in kd_parts) / n_members)
-    term = 0.0
-    for dim in HEAD_DIMENSIONS[head]:
-        if cfg.group_average == "authors":
-            term = term + sum(g[dim] for _, g in groups) / len(groups)
-        else:
-            term = term + sum(size * g[dim] for size, g in groups) / n_members
-    return term
+    sup = _supervision(head, out, tg, labelled, cfg)  # attached zeros when no member is labelled
+    for dim, value in sup.items():
+        record(dim, value)
+    kd_u = {dim: masked_mean(values, unlabelled) for dim, values in kd_frames.items()}
+    kd_l = {dim: masked_mean(values, labelled) for dim, values in kd_frames.items()}
+    g_l = _mix(sup, kd_l, cfg.lambda_supervision)
+    dtype = out.expression.dtype
+    if cfg.group_average == "authors":  # mean over the non-empty groups
+        w_u, w_l = unlabelled.any().to(dtype), labelled.any().to(dtype)
+    else:  # per-frame mean over the members
+        w_u, w_l = unlabelled.sum().to(dtype), labelled.sum().to(dtype)
+    norm = (w_u + w_l).clamp_min(1)
+    return sum((w_u * kd_u[dim] + w_l * g_l[dim]) / norm for dim in kd_frames)
 
 
 def student_objective(
@@ -270,7 +276,7 @@ def student_objective(
     _check_names(student, teacher, targets)
     lam = cfg.lambda_supervision
     parts: dict[str, torch.Tensor] = {}
-    head_terms: dict[str, list[torch.Tensor]] = {"expr": [], "va": []}
+    head_terms: dict[str, list] = {"expr": [], "va": []}
     anchor = None
     for name, raw in student.items():
         out, tg = _frames(raw, targets[name], name)
@@ -282,23 +288,20 @@ def student_objective(
 
         for head in PRIMARY_HEADS[name]:
             mask = _label_mask(tg, head, out.expression.device)
-            if not bool(mask.any()):
-                continue
             sup = _supervision(head, out, tg, mask, cfg)
-            kd = _distillation(head, out, t_out, mask, cfg)
+            kd = {d: masked_mean(v, mask) for d, v in _distillation_frames(head, out, t_out, cfg).items()}
             for dim in sup:
                 record(dim, sup[dim])
                 record(f"kd_{dim}", kd[dim])
             term = sum(_mix(sup, kd, lam).values())
             record(f"head_{head}", term)
-            head_terms[head].append(term)
+            head_terms[head].append((term, mask.any()))
         if name in SECONDARY_HEAD:
             head = SECONDARY_HEAD[name]
             members = _label_mask(tg, PRIMARY_HEADS[name][0], out.expression.device)
             term = _secondary_term(head, out, t_out, tg, members, shared_labels, cfg, record)
-            if term is not None:
-                record(f"head_{head}", term)
-                head_terms[head].append(term)
+            record(f"head_{head}", term)
+            head_terms[head].append((term, members.any()))
     if anchor is None:
         raise ValueError("student_objective needs at least one task set")
     loss = _total(head_terms, cfg, anchor)

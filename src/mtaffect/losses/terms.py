@@ -1,8 +1,13 @@
 """The paper's loss terms (eq. 1–6) as small pure functions over logits, labels and masks.
 
 Every function takes frames on the first axis ``(N, ...)`` and an optional boolean ``mask`` (N,)
-selecting the frames that count; over zero selected frames it returns a zero that is still
-connected to the logits (so ``backward()`` works and adds nothing). Nothing here returns NaN.
+selecting the frames that count; values of unselected frames are never looked at (they may hold
+garbage or NaN). Over zero selected frames a term is a zero that is still connected to the logits
+(so ``backward()`` works and adds nothing). Nothing here returns NaN for finite logits.
+
+Masks are applied by weighting per-frame values, never by boolean indexing, so a loss costs no
+host–device synchronisation on an accelerator (the one exception: the NaN check of
+:func:`va_bin_targets`, done on CPU tensors only).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ __all__ = [
     "ccc_torch",
     "decode_values",
     "distillation_kl",
+    "distillation_per_frame",
     "expression_ce",
+    "masked_mean",
     "va_bin_targets",
     "va_ce",
     "va_dimension_loss",
@@ -37,13 +44,29 @@ def zero_like(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.sum() * 0.0
 
 
-def _masked(mask: torch.Tensor | None, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _bool_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     if mask is None:
-        return tensors
-    mask = mask.to(dtype=torch.bool, device=tensors[0].device).reshape(-1)
-    if mask.shape[0] != tensors[0].shape[0]:
-        raise ValueError(f"mask has {mask.shape[0]} entries for {tensors[0].shape[0]} frames")
-    return tuple(t[mask] for t in tensors)
+        return None
+    mask = mask.to(dtype=torch.bool, device=like.device).reshape(-1)
+    if mask.shape[0] != like.shape[0]:
+        raise ValueError(f"mask has {mask.shape[0]} entries for {like.shape[0]} frames")
+    return mask
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of per-frame values (N,) over the frames where ``mask`` is True; 0 (attached) over none."""
+    mask = _bool_mask(mask, values)
+    if mask is None:
+        return values.mean() if values.numel() else zero_like(values)
+    total = torch.where(mask, values, torch.zeros_like(values)).sum()
+    return total / mask.sum().clamp_min(1).to(values.dtype)
+
+
+def _fill(values: torch.Tensor, mask: torch.Tensor | None, fill) -> torch.Tensor:
+    """Replace the unselected entries by ``fill`` (their labels are meaningless, maybe NaN)."""
+    if mask is None:
+        return values
+    return torch.where(mask.reshape(values.shape), values, torch.full_like(values, fill))
 
 
 # ----------------------------------------------------------------------------- supervision (eq. 1–3)
@@ -53,10 +76,9 @@ def expression_ce(
     logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Eq. 1: cross-entropy of expression logits (N, 7) against class indices (N,), mean over frames."""
-    logits, labels = _masked(mask, logits, labels)
-    if logits.shape[0] == 0:
-        return zero_like(logits)
-    return F.cross_entropy(logits, labels.to(device=logits.device, dtype=torch.long))
+    mask = _bool_mask(mask, logits)
+    labels = _fill(labels.to(device=logits.device, dtype=torch.long).reshape(-1), mask, 0)
+    return masked_mean(F.cross_entropy(logits, labels, reduction="none"), mask)
 
 
 def va_bin_targets(values: torch.Tensor, bins: int = VA_BINS) -> torch.Tensor:
@@ -67,9 +89,11 @@ def va_bin_targets(values: torch.Tensor, bins: int = VA_BINS) -> torch.Tensor:
     above it (-1 → 0, -0.9 → 1, 0 → 10) and 1 goes to the last bin. The comparison is made on the value
     as stored: float64 ``0.1`` lies below the float64 edge ``linspace(-1, 1, 21)[11] =
     0.10000000000000009`` (bin 10) while float32 ``0.1 = 0.100000001…`` lies above it (bin 11).
-    Values outside [-1, 1] are clipped into the end bins; non-finite values raise ValueError.
+    Values outside [-1, 1] are clipped into the end bins. Non-finite values raise ValueError on CPU;
+    on an accelerator the check is skipped (it would synchronise), and such a value makes the CCC
+    term, hence the loss, NaN.
     """
-    if values.numel() and not torch.isfinite(values).all():
+    if values.device.type == "cpu" and values.numel() and not torch.isfinite(values).all():
         raise ValueError("valence/arousal targets contain NaN or inf: mask frames without a VA label")
     device = values.device if values.device.type != "mps" else torch.device("cpu")  # MPS has no float64
     edges = torch.from_numpy(np.linspace(VA_MIN, VA_MAX, bins + 1)).to(device)
@@ -79,34 +103,44 @@ def va_bin_targets(values: torch.Tensor, bins: int = VA_BINS) -> torch.Tensor:
 
 def va_ce(logits: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of one dimension's bin logits (N, bins) against the bins of values (N,)."""
-    logits, values = _masked(mask, logits, values)
-    if logits.shape[0] == 0:
-        return zero_like(logits)
-    return F.cross_entropy(logits, va_bin_targets(values, logits.shape[-1]))
+    mask = _bool_mask(mask, logits)
+    values = _fill(values.to(logits.device).reshape(-1), mask, 0.0)
+    targets = va_bin_targets(values, logits.shape[-1])
+    return masked_mean(F.cross_entropy(logits, targets, reduction="none"), mask)
 
 
 def ccc_torch(
-    pred: torch.Tensor, target: torch.Tensor, *, unbiased: bool = True, eps: float = DEFAULT_CCC_EPS
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    unbiased: bool = True,
+    eps: float = DEFAULT_CCC_EPS,
 ) -> torch.Tensor:
-    """Concordance correlation coefficient of two (N,) series, differentiable, never NaN.
+    """Concordance correlation coefficient of two (N,) series over the masked frames, never NaN.
 
     ``2·cov / (var_pred + var_target + (mean_pred − mean_target)² + eps)``. ``unbiased=True`` divides
-    cov and variances by N − 1 (the authors' loss uses ``torch.std``); False gives the population CCC
-    of :func:`mtaffect.metrics.ccc`. Undefined cases give 0 with a zero, finite gradient: N < 2, or a
+    cov and variances by n − 1 (the authors' loss uses ``torch.std``); False gives the population CCC
+    of :func:`mtaffect.metrics.ccc`. Undefined cases give 0 with a zero, finite gradient: n < 2, or a
     zero denominator (both series constant and equal) when ``eps`` is 0.
     """
     pred = pred.reshape(-1)
-    target = target.reshape(-1).to(dtype=pred.dtype, device=pred.device)
-    n = pred.shape[0]
-    if n < 2:
-        return zero_like(pred)
-    divisor = n - 1 if unbiased else n
-    mean_pred, mean_target = pred.mean(), target.mean()
-    d_pred, d_target = pred - mean_pred, target - mean_target
+    mask = _bool_mask(mask, pred)
+    target = _fill(target.reshape(-1).to(dtype=pred.dtype, device=pred.device), mask, 0.0)
+    if mask is None:
+        weight = torch.ones_like(pred)
+    else:
+        weight = mask.to(pred.dtype)
+        pred = torch.where(mask, pred, torch.zeros_like(pred))
+    n = weight.sum()
+    mean_pred = pred.sum() / n.clamp_min(1)
+    mean_target = target.sum() / n.clamp_min(1)
+    d_pred, d_target = (pred - mean_pred) * weight, (target - mean_target) * weight
+    divisor = (n - 1 if unbiased else n).clamp_min(1)
     covariance = (d_pred * d_target).sum() / divisor
     denominator = (d_pred * d_pred).sum() / divisor + (d_target * d_target).sum() / divisor
     denominator = denominator + (mean_pred - mean_target) ** 2 + eps
-    defined = denominator > 0
+    defined = (n >= 2) & (denominator > 0)
     safe = torch.where(defined, denominator, torch.ones_like(denominator))
     return torch.where(defined, 2.0 * covariance / safe, torch.zeros_like(denominator))
 
@@ -136,12 +170,14 @@ def va_dimension_loss(
     The CCC is one statistic over the selected frames (the paper's (1/B)(1 − CCC) summed over the B
     instances of a batch is exactly one (1 − CCC) per batch, METHOD.md §2.1).
     """
-    logits, values = _masked(mask, logits, values)
+    mask = _bool_mask(mask, logits)
+    centres = decode_values(logits.shape[-1], decode, device=logits.device, dtype=logits.dtype)
+    concordance = ccc_torch(decode_va(logits, centres), values, mask, unbiased=unbiased, eps=eps)
     if logits.shape[0] == 0:
         return zero_like(logits)
-    centres = decode_values(logits.shape[-1], decode, device=logits.device, dtype=logits.dtype)
-    concordance = ccc_torch(decode_va(logits, centres), values, unbiased=unbiased, eps=eps)
-    return va_ce(logits, values) + lambda_ccc * (1.0 - concordance)
+    present = mask.any() if mask is not None else torch.ones((), dtype=torch.bool, device=logits.device)
+    ccc_term = torch.where(present, 1.0 - concordance, torch.zeros_like(concordance))
+    return va_ce(logits, values, mask) + lambda_ccc * ccc_term
 
 
 def va_supervision(
@@ -167,6 +203,19 @@ def va_supervision(
 # ----------------------------------------------------------------------------- distillation (eq. 4–6)
 
 
+def distillation_per_frame(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.5,
+    t_squared: bool = True,
+) -> torch.Tensor:
+    """Per-frame KL(softmax(t/T) ‖ softmax(s/T)) (N,), × T² if asked; the teacher is detached."""
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p = F.log_softmax(teacher_logits.detach().to(student_logits.dtype) / temperature, dim=-1)
+    kl = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=-1)
+    return kl * (temperature * temperature) if t_squared else kl
+
+
 def distillation_kl(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -176,16 +225,12 @@ def distillation_kl(
 ) -> torch.Tensor:
     """Eq. 4: KL(softmax(t/T) ‖ softmax(s/T)) summed over classes, mean over frames (× T² if asked).
 
-    The teacher's logits are detached: distillation never trains the teacher. ``t_squared`` keeps
-    the gradient scale independent of T (Hinton et al.); the authors' code has it, the paper not.
+    This is ``KLDivLoss(reduction="batchmean")`` of the authors. The teacher's logits are detached:
+    distillation never trains the teacher. ``t_squared`` keeps the gradient scale independent of T
+    (Hinton et al.); the authors' code has it, the paper not.
     """
-    student_logits, teacher_logits = _masked(mask, student_logits, teacher_logits)
-    if student_logits.shape[0] == 0:
-        return zero_like(student_logits)
-    log_q = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p = F.log_softmax(teacher_logits.detach().to(student_logits.dtype) / temperature, dim=-1)
-    kl = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
-    return kl * (temperature * temperature) if t_squared else kl
+    mask = _bool_mask(mask, student_logits)
+    return masked_mean(distillation_per_frame(student_logits, teacher_logits, temperature, t_squared), mask)
 
 
 def va_distillation(
