@@ -1,0 +1,61 @@
+"""``mtaffect cache``: build the aligned face cache for the databases of a frame index."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+EXAMPLES = """examples:
+  mtaffect cache --index index.parquet --out cache/
+  mtaffect cache --index index.parquet --out cache/ --size 64 --workers 4 --format raw
+
+The cache's location is written back into the index's metadata (unless --no-update-index), so
+training finds the faces from the index alone. Rerunning the same command resumes an interrupted
+build: finished shards are kept.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXAMPLES
+    parser.add_argument("--index", type=Path, required=True, metavar="FILE.parquet", help="frame index")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="cache folder (created)")
+    parser.add_argument("--size", type=int, default=112, help="face size in pixels (default 112)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    parser.add_argument("--format", dest="fmt", choices=("jpeg", "raw"), default="jpeg",
+                        help="jpeg: compact, decoded on read (default); raw: uint8 arrays, memory-mapped")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    parser.add_argument("--shard-size", type=int, default=2048, help="faces per shard (default 2048)")
+    parser.add_argument("--no-update-index", action="store_true",
+                        help="leave the index file alone (the metadata is in DIR/<fmt><size>/cache.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mtaffect.data.faces import build_face_cache
+    from mtaffect.data.index import read_index, write_index
+    from mtaffect.errors import UserError
+
+    if args.workers < 1 or args.shard_size < 1:
+        raise UserError("--workers and --shard-size must be at least 1")
+    index, meta = read_index(args.index)
+    start = time.perf_counter()
+    meta = build_face_cache(index, meta, args.out, size=args.size, workers=args.workers, fmt=args.fmt,
+                            quality=args.quality, shard_size=args.shard_size)
+    info = meta["face_cache"]
+    elapsed = time.perf_counter() - start
+    print(f"face cache {info['path']}: {info['entries']} faces, {info['format']} {info['size']}px, "
+          f"{elapsed:.1f} s")
+    for database, counts in info["counts"].items():
+        parts = ", ".join(f"{k} {v}" for k, v in counts.items())
+        print(f"  {database:<10} {parts}")
+    if info["skipped"]:
+        print("unreadable faces are kept out of training and reported by FaceReader (never replaced):")
+        for database, reasons in info["skipped"].items():
+            print(f"  {database:<10} " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
+    direct = int((index["database"] == "affwild2").sum())
+    if direct:
+        print(f"  affwild2   {direct} rows read from cropped_aligned as released (not cached)")
+    if not args.no_update_index:
+        write_index(index, meta, args.index)
+        print(f"index metadata updated: {args.index}")
+    return 0
