@@ -183,3 +183,15 @@ def test_balanced_sampler_seeded_epochs_and_balance():
     assert sorted(ranks[0] + ranks[1]) == sorted(first)
     with pytest.raises(ValueError):
         BalancedSampler(np.zeros(3), 5)
+
+
+def test_config_from_yaml_shapes_and_weights_method():
+    config = TaskSetConfig(undersample={"Neutral": 4}, expr_databases="expw", va_sampling_range="fixed")
+    assert config.undersample == (("Neutral", 4),) and config.expr_databases == ("expw",)
+    sets = build_task_sets(_index(), config)
+    w = sets.weights("VA")
+    assert w.shape == (len(sets.train["VA"]),)
+    assert np.allclose(w, sampling_weights("VA", sets.train["VA"], va_range="fixed"))
+    assert sampling_weights("VA", sets.train["VA"].iloc[:0]).shape == (0,)
+    with pytest.raises(UserError):
+        TaskSetConfig(va_sampling_range="auto")

@@ -26,7 +26,7 @@ seeded generator; ``set_epoch`` changes the draw deterministically.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,7 +75,19 @@ class TaskSetConfig:
     exclude_tracks: Sequence[str] = field(default_factory=tuple)
     """Primary-database tracks left out of training (e.g. the leakage report's tracks)."""
 
+    va_sampling_range: str = "data"
+    """VA cells of the balanced samplers: 'data' (each axis over its own min..max, the authors'
+    ``np.histogram2d``) or 'fixed' ([-1, 1]²); used by :meth:`TaskSets.weights`."""
+
     def __post_init__(self) -> None:
+        if isinstance(self.undersample, Mapping):  # {"Neutral": 10, ...} from YAML keeps its order
+            self.undersample = tuple(self.undersample.items())
+        self.undersample = tuple((str(name), int(k)) for name, k in self.undersample)
+        for name in ("expr_databases", "va_databases", "expr_va_databases", "exclude_tracks"):
+            value = getattr(self, name)
+            setattr(self, name, (value,) if isinstance(value, str) else tuple(value))
+        if self.va_sampling_range not in ("data", "fixed"):
+            raise UserError(f"va_sampling_range must be 'data' or 'fixed', not {self.va_sampling_range!r}")
         if self.expr_va_source not in EXPR_VA_SOURCES:
             raise UserError(f"expr_va_source must be one of {EXPR_VA_SOURCES}, not {self.expr_va_source!r}")
         for name, _ in self.undersample:
@@ -91,6 +103,11 @@ class TaskSets:
 
     train: dict[str, pd.DataFrame]
     validation: pd.DataFrame
+    config: TaskSetConfig = field(default_factory=TaskSetConfig)
+
+    def weights(self, name: str) -> np.ndarray:
+        """Balanced-sampler weights of ``train[name]`` (:func:`sampling_weights`, config's VA range)."""
+        return sampling_weights(name, self.train[name], va_range=self.config.va_sampling_range)
 
     def sizes(self) -> dict[str, int]:
         out = {name: len(df) for name, df in self.train.items()}
@@ -167,7 +184,7 @@ def build_task_sets(index: pd.DataFrame, config: TaskSetConfig | None = None) ->
             validation = validation.copy()
             validation.loc[other.fillna(False).to_numpy(dtype=bool), "expression"] = pd.NA
             validation = validation[_has_expr(validation, True) | _has_va(validation)]
-    return TaskSets(train=train, validation=validation)
+    return TaskSets(train=train, validation=validation, config=config)
 
 
 def _va_cells(df: pd.DataFrame, va_range: str, bins: int) -> np.ndarray:
@@ -204,6 +221,8 @@ def sampling_weights(
     EXPR: 1/count(class). VA: 1/count(VA cell), 20×20 cells over the data range ('data', the
     authors) or over [-1, 1]² ('fixed'). EXPR_VA: (1/count(VA cell) + 1/count(class)) / max.
     """
+    if len(df) == 0:
+        return np.zeros(0, dtype=np.float64)
     if task_set == "EXPR":
         expr = df["expression"].to_numpy(dtype=np.float64, na_value=np.nan)
         if np.isnan(expr).any():
