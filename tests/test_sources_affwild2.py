@@ -148,3 +148,16 @@ def test_frame_column_is_int_and_sorted(tmp_path):
     assert str(df["frame"].dtype) == "Int64"
     for _, group in df.groupby(["split", "track"]):
         assert np.all(np.diff(group["frame"].to_numpy(np.int64)) > 0)
+
+
+def test_nested_image_root_and_2020_test_list(tmp_path):
+    root = fx.affwild2_video59(tmp_path)
+    (root / "cropped_aligned").rename(tmp_path / "tmp_images")
+    (root / "cropped_aligned").mkdir()
+    (tmp_path / "tmp_images").rename(root / "cropped_aligned" / "cropped_aligned")
+    (root / "test_set_Expr_Challenge.txt").rename(root / "annotations" / "expression_test_set.txt")
+    df, info = read_affwild2(root)
+    assert _rows(df, "video59_right", "train")[0] == (2, 0, 0.2047, 0.0915)
+    assert df["image"].iloc[0] == "cropped_aligned/cropped_aligned/video59_right/00002.jpg"
+    assert list(info["test_lists"]) == ["annotations/expression_test_set.txt"]
+    assert (df["split"] == "test").sum() == 8

@@ -89,7 +89,10 @@ def find_layout(root: str | Path, skips: Skips) -> AffWild2Layout:
                         raise _ambiguous(task, layout.task_dirs[task], Path(entry.path))
                     layout.task_dirs[task] = Path(entry.path)
                 elif entry.name in IMAGE_ROOTS and depth == 0:
-                    for track_dir in os.scandir(entry.path):
+                    image_root = Path(entry.path)
+                    if (image_root / entry.name).is_dir():  # zip extracted into its own name
+                        image_root = image_root / entry.name
+                    for track_dir in os.scandir(image_root):
                         if track_dir.is_dir() and track_dir.name not in layout.image_dirs:
                             layout.image_dirs[track_dir.name] = Path(track_dir.path)
                 elif depth < 2 and entry.name not in _SKIP_DIRS and not entry.name.startswith("."):
