@@ -161,3 +161,24 @@ def test_nested_image_root_and_2020_test_list(tmp_path):
     assert df["image"].iloc[0] == "cropped_aligned/cropped_aligned/video59_right/00002.jpg"
     assert list(info["test_lists"]) == ["annotations/expression_test_set.txt"]
     assert (df["split"] == "test").sum() == 8
+
+
+def test_mtl_single_file_format(tmp_path):
+    mtl = tmp_path / "3rd ABAW Annotations" / "MTL_Challenge"
+    aus = ",".join(["0"] * 12)
+    fx.write(
+        mtl / "training_set_annotations.txt",
+        "image,valence,arousal,expression,AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26\n"
+        f"video2/00001.jpg,0.25,-0.5,7,{aus}\nvideo2/00002.jpg,-5,-5,3,{aus}\n"
+        f"video2/00003.jpg,-5,-5,-1,{aus}\nvideo2/00009.jpg,0.1,0.1,1,{aus}\n",
+    )
+    fx.write(mtl / "validation_set_annotations.txt", f"header\nvideo3_left/00002.jpg,0.5,0.5,-1,{aus}\n")
+    fx.images(tmp_path / "cropped_aligned/video2", [1, 2, 3])
+    fx.images(tmp_path / "cropped_aligned/video3_left", [2])
+    skips = Skips()
+    df, info = read_affwild2(tmp_path, skips)
+    assert _rows(df, "video2", "train") == [(1, 7, 0.25, -0.5), (2, 3, None, None)]
+    assert _rows(df, "video3_left", "validation") == [(2, None, 0.5, 0.5)]
+    assert info["classes"] == 8
+    counts = skips.as_dict()["affwild2"]
+    assert counts["mtl_label_without_image"] == 1 and counts["mtl_unlabelled_rows"] == 1

@@ -27,6 +27,7 @@ import pandas as pd
 
 from mtaffect import labels
 from mtaffect.data.records import Skips, make_records
+from mtaffect.data.sources.affwild2_mtl import MTL_FILES, parse_mtl_file
 from mtaffect.data.sources.testlists import is_test_list_name, read_test_list, test_list_task
 
 __all__ = [
@@ -68,6 +69,8 @@ class AffWild2Layout:
     image_dirs: dict[str, Path] = field(default_factory=dict)
     """track -> its image folder"""
     test_lists: list[Path] = field(default_factory=list)
+    mtl_files: dict[str, Path] = field(default_factory=dict)
+    """split -> MTL single-file annotations (s-Aff-Wild2)"""
 
 
 def find_layout(root: str | Path, skips: Skips) -> AffWild2Layout:
@@ -97,6 +100,8 @@ def find_layout(root: str | Path, skips: Skips) -> AffWild2Layout:
                             layout.image_dirs[track_dir.name] = Path(track_dir.path)
                 elif depth < 2 and entry.name not in _SKIP_DIRS and not entry.name.startswith("."):
                     stack.append((Path(entry.path), depth + 1))
+            elif entry.is_file() and entry.name in MTL_FILES:
+                layout.mtl_files.setdefault(MTL_FILES[entry.name], Path(entry.path))
             elif entry.is_file() and is_test_list_name(entry.name) and test_list_task(entry.name):
                 layout.test_lists.append(Path(entry.path))
     for task, task_dir in layout.task_dirs.items():
@@ -278,7 +283,7 @@ def read_affwild2(root: str | Path, skips: Skips | None = None) -> tuple[pd.Data
     root = Path(root)
     skips = skips if skips is not None else Skips()
     layout = find_layout(root, skips)
-    if not layout.task_dirs and not layout.test_lists:
+    if not layout.task_dirs and not layout.test_lists and not layout.mtl_files:
         from mtaffect.errors import UserError
 
         raise UserError(f"{root}: no Aff-Wild2 annotation folder (EXPR_Set, VA_Set, ...) or test list found")
@@ -351,6 +356,33 @@ def read_affwild2(root: str | Path, skips: Skips | None = None) -> tuple[pd.Data
             cols.image.append(np.array([prefix + name for name in names[keep]], dtype=object))
             cols.expression.append(e_at[keep])
             cols.va.append(va_at[keep])
+
+    if layout.mtl_files and not layout.task_dirs:
+        n_classes_seen.add(8)
+        for split, path in sorted(layout.mtl_files.items()):
+            table = parse_mtl_file(path, skips, DATABASE).drop_duplicates(["track", "frame"])
+            for track, group in table.groupby("track", sort=True):
+                frames, names = frames_of(str(track))
+                labelled = (group["expression"].to_numpy() >= 0) | group["valence"].notna().to_numpy()
+                skips.count(DATABASE, "mtl_unlabelled_rows", int((~labelled).sum()))
+                group = group[labelled].sort_values("frame")
+                pos = np.searchsorted(frames, group["frame"].to_numpy())
+                found = (pos < len(frames)) & (
+                    frames[np.minimum(pos, max(len(frames) - 1, 0))] == group["frame"].to_numpy()
+                )
+                skips.count(DATABASE, "mtl_label_without_image", int((~found).sum()))
+                n = int(found.sum())
+                if n == 0:
+                    continue
+                prefix = layout.image_dirs[str(track)].relative_to(root).as_posix() + "/"
+                cols.split.append(np.full(n, split, dtype=object))
+                cols.track.append(np.full(n, track, dtype=object))
+                cols.frame.append(frames[pos[found]])
+                cols.image.append(np.array([prefix + name for name in names[pos[found]]], dtype=object))
+                cols.expression.append(group["expression"].to_numpy()[found])
+                cols.va.append(group[["valence", "arousal"]].to_numpy(np.float64)[found])
+    elif layout.mtl_files:
+        skips.count(DATABASE, "mtl_files_ignored_task_folders_used", len(layout.mtl_files))
 
     test_tracks: dict[str, list[str]] = {}
     for test_list in layout.test_lists:
