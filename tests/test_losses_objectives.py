@@ -425,3 +425,25 @@ def test_half_precision_outputs_are_scored_in_float32() -> None:
     got = student_objective(half, teacher, targets)["loss"]
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(student_objective(exact, teacher, targets)["loss"].item(), rel=1e-6)
+
+
+def test_objectives_never_read_tensor_values_on_the_host() -> None:
+    """On the meta device any data-dependent host read (.item(), bool(), boolean indexing) fails, so
+    running there proves the objectives need no accelerator synchronisation."""
+
+    def meta_outputs() -> Outputs:
+        return Outputs(*(torch.empty(N, c, device="meta", requires_grad=True) for c in (7, 20, 20)))
+
+    def meta_targets() -> Targets:
+        flags = torch.empty(N, dtype=torch.bool, device="meta")
+        values = torch.empty(N, device="meta")
+        return Targets(torch.empty(N, dtype=torch.long, device="meta"), flags, values, values, flags)
+
+    student = {name: meta_outputs() for name in ("EXPR", "VA", "EXPR_VA")}
+    teacher = {name: meta_outputs() for name in student}
+    targets = {name: meta_targets() for name in student}
+    for config in (LossConfig(), LossConfig(group_average="paper", head_average=False)):
+        assert teacher_objective(student, targets, config)["loss"].device.type == "meta"
+        loss = student_objective(student, teacher, targets, config)["loss"]
+        loss.backward()
+        assert student["EXPR"].valence.grad.shape == (N, 20)

@@ -12,6 +12,8 @@ host–device synchronisation on an accelerator (the one exception: the NaN chec
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -81,6 +83,13 @@ def expression_ce(
     return masked_mean(F.cross_entropy(logits, labels, reduction="none"), mask)
 
 
+@functools.lru_cache(maxsize=16)
+def _bin_edges(bins: int, device: torch.device) -> torch.Tensor:
+    """The authors' float64 edges ``np.linspace(-1, 1, bins + 1)``, copied to each device once (a
+    host-to-device copy per call would synchronise)."""
+    return torch.from_numpy(np.linspace(VA_MIN, VA_MAX, bins + 1)).to(device)
+
+
 def va_bin_targets(values: torch.Tensor, bins: int = VA_BINS) -> torch.Tensor:
     """Class index (N,) int64 of each valence/arousal value for the bin cross-entropy.
 
@@ -96,7 +105,7 @@ def va_bin_targets(values: torch.Tensor, bins: int = VA_BINS) -> torch.Tensor:
     if values.device.type == "cpu" and values.numel() and not torch.isfinite(values).all():
         raise ValueError("valence/arousal targets contain NaN or inf: mask frames without a VA label")
     device = values.device if values.device.type != "mps" else torch.device("cpu")  # MPS has no float64
-    edges = torch.from_numpy(np.linspace(VA_MIN, VA_MAX, bins + 1)).to(device)
+    edges = _bin_edges(bins, device)
     index = torch.bucketize(values.detach().to(device, torch.float64), edges, right=True) - 1
     return index.clamp_(0, bins - 1).to(values.device)
 
