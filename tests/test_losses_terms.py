@@ -158,6 +158,8 @@ def test_decode_values() -> None:
     assert decode_values(20, "authors")[[0, -1]].tolist() == [-1.0, 1.0]
     centres = decode_values(20, "bin_centres")
     assert centres[[0, -1]].tolist() == pytest.approx([-0.95, 0.95])
+    assert torch.equal(decode_values(20, "linspace"), decode_values(20, "authors"))
+    assert torch.equal(decode_values(20, "centres"), centres)
     with pytest.raises(ValueError, match="va_decode"):
         decode_values(20, "mean")
 

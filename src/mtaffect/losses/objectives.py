@@ -85,7 +85,9 @@ class LossConfig:
     ccc_unbiased: N − 1 statistics in the loss's CCC (code: torch.std); False = population.
     group_average: "authors" | "paper": how eq. 10's labelled/unlabelled frames are combined.
     head_average: mean over each head's batch terms (code); False = the sums of eq. 7/9/10.
-    va_decode: "authors" (linspace(-1, 1, 20)) | "bin_centres": values for the CCC's expectation.
+    va_decode: "authors" (linspace(-1, 1, 20)) | "bin_centres": values for the CCC's expectation;
+        the models' names "linspace" | "centres" are accepted too. Keep it equal to the model's
+        ``va_decoding`` so that the CCC trains the value the model reports.
     lambda_ccc: weight of (1 − CCC) in the VA loss. ccc_eps: added to the CCC denominator.
     """
 

@@ -38,7 +38,8 @@ __all__ = [
 ]
 
 DEFAULT_CCC_EPS = 1e-8
-VA_DECODINGS = ("authors", "bin_centres")
+VA_DECODINGS = ("authors", "bin_centres", "linspace", "centres")
+"""Names of the two VA decodings; "linspace"/"centres" are the models' names (``CNNConfig.va_decoding``)."""
 
 
 def zero_like(tensor: torch.Tensor) -> torch.Tensor:
@@ -155,11 +156,12 @@ def ccc_torch(
 
 
 def decode_values(bins: int, decode: str, *, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Values the bins stand for when decoding by expectation: "authors" = linspace(-1, 1, bins),
-    "bin_centres" = the centres of the cross-entropy bins (consistent with :func:`va_bin_targets`)."""
-    if decode == "authors":
+    """Values the bins stand for when decoding by expectation: "authors" (alias "linspace", the
+    models' name) = linspace(-1, 1, bins); "bin_centres" (alias "centres") = the centres of the
+    cross-entropy bins (consistent with :func:`va_bin_targets`)."""
+    if decode in ("authors", "linspace"):
         return va_bin_values(bins, device=device, dtype=dtype)
-    if decode == "bin_centres":
+    if decode in ("bin_centres", "centres"):
         return va_bin_centres(bins, device=device, dtype=dtype)
     raise ValueError(f"va_decode must be one of {VA_DECODINGS}, got {decode!r}")
 
