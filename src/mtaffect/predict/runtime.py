@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,10 @@ class FaceModel:
         path.parent.mkdir(parents=True, exist_ok=True)
         dummy = torch.zeros(2, 3, self.size, self.size)
         wrapper = _CNNExport(self.cnn).eval().cpu()
-        with atomic_path(path) as tmp, torch.no_grad():
+        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", DeprecationWarning
+            )  # the TorchScript exporter is the robust one here
             torch.onnx.export(
                 wrapper,
                 (dummy,),
