@@ -1,0 +1,158 @@
+"""ABAW submission writers and validator on hand-made prediction tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtaffect.cli import main
+from mtaffect.errors import UserError
+from mtaffect.labels import EXPRESSIONS
+from mtaffect.predict import submission as sub
+from mtaffect.predict.tables import make_table
+
+
+def _table(name: str, frames, n_video: int | None = None, *, tracks=None, x0=None, seed=0) -> pd.DataFrame:
+    """Face rows at ``frames``; with ``n_video`` also no-face rows so every frame 0..n-1 is present."""
+    rng = np.random.default_rng(seed)
+    frames = np.asarray(frames)
+    k = len(frames)
+    probs = rng.dirichlet(np.ones(7), size=k)
+    x0 = np.full(k, 10.0) if x0 is None else np.asarray(x0, float)
+    faces = make_table(
+        input=name,
+        frame=frames,
+        time=frames / 25.0,
+        track_id=np.zeros(k) if tracks is None else tracks,
+        boxes=np.stack([x0, np.zeros(k), x0 + 50, np.full(k, 50.0)], 1),
+        det_score=np.ones(k),
+        probabilities=probs,
+        valence=rng.uniform(-1, 1, k),
+        arousal=rng.uniform(-1, 1, k),
+    )
+    if n_video is None:
+        faces["time"] = pd.NA  # a --cropped table: no timestamps
+        return faces
+    missing = np.setdiff1d(np.arange(n_video), frames)
+    empty = make_table(input=name, frame=missing, time=missing / 25.0)
+    return pd.concat([faces, empty]).sort_values("frame", kind="stable").reset_index(drop=True)
+
+
+def test_fill_nearest_tie_goes_to_the_earlier_frame() -> None:
+    frames = np.array([2, 6, 7])
+    values = np.array([20, 60, 70])
+    assert sub.fill_nearest(frames, values, 10).tolist() == [20, 20, 20, 20, 20, 60, 60, 70, 70, 70]
+    with pytest.raises(ValueError):
+        sub.fill_nearest(np.zeros(0, int), np.zeros(0), 3)
+
+
+def test_abaw2_files(tmp_path) -> None:
+    tables = {
+        "video1": _table("video1", [1, 2, 3, 7], n_video=10),  # raw-video table: N = 10 from it
+        "video2_left": _table("video2_left", [0, 1, 2]),  # cropped table: N from elsewhere
+    }
+    inputs = sub.SubmissionInputs(tables, frame_counts={"video2_left": 5})
+    folder = sub.write_abaw2(["video1", "video2_left"], inputs, "EXPR", tmp_path)
+    lines = (folder / "video1.txt").read_text().splitlines()
+    assert folder.name == "EXPR_Set" and lines[0] == ",".join(EXPRESSIONS) and len(lines) == 11
+    expr = tables["video1"].set_index("frame")["expression_index"]
+    assert lines[1:] == [str(expr[f]) for f in (1, 1, 2, 3, 3, 3, 7, 7, 7, 7)]
+    va = sub.write_abaw2(["video2_left"], inputs, "VA", tmp_path)
+    va_lines = (va / "video2_left.txt").read_text().splitlines()
+    assert va_lines[0] == "valence,arousal" and len(va_lines) == 6
+    v, a = (float(x) for x in va_lines[-1].split(","))
+    assert v == pytest.approx(float(tables["video2_left"]["valence"].iloc[-1]), abs=5e-5)
+    assert sub.validate_submission(va, "VA", test_list=["video2_left"], frame_counts={"video2_left": 5}) == []
+
+
+def test_frame_count_sources_and_errors(tmp_path) -> None:
+    ann = tmp_path / "annotations" / "VA_Set" / "Validation_Set"
+    ann.mkdir(parents=True)
+    (ann / "clip.txt").write_text("valence,arousal\n" + "0.1,0.2\n" * 7)
+    inputs = sub.SubmissionInputs({"clip": _table("clip", [0, 3, 9])}, annotations=tmp_path / "annotations")
+    folder = sub.write_abaw2(["clip"], inputs, "VA", tmp_path / "out")
+    assert len((folder / "clip.txt").read_text().splitlines()) == 8
+    assert "extra ones dropped" in inputs.warnings[0]  # frame 9 is beyond the 7 annotated frames
+    with pytest.raises(UserError, match="unknown frame count"):
+        sub.write_abaw2(["clip"], sub.SubmissionInputs({"clip": _table("clip", [0])}), "VA", tmp_path / "x")
+    with pytest.raises(UserError, match="no prediction table"):
+        sub.write_abaw2(["other"], inputs, "VA", tmp_path / "x")
+
+
+def test_two_people_of_one_video_map_to_left_and_right(tmp_path) -> None:
+    frames = np.repeat(np.arange(6), 2)
+    table = _table("v", frames, n_video=6, tracks=np.tile([0, 1], 6), x0=np.tile([400.0, 20.0], 6))
+    inputs = sub.SubmissionInputs({"v": table})
+    folder = sub.write_abaw2(["v_left", "v_right"], inputs, "VA", tmp_path)
+    left = (folder / "v_left.txt").read_text().splitlines()[1:]
+    person1 = table[table["track_id"] == 1]["valence"].to_numpy(float)
+    assert [float(x.split(",")[0]) for x in left] == pytest.approx(person1, abs=5e-5)
+
+
+def test_abaw5_follows_the_example_file(tmp_path) -> None:
+    example = tmp_path / "example.txt"
+    example.write_text("image_location,valence,arousal\nb/00002.jpg,0,0\nb/00001.jpg,0,0\na/00003.jpg,0,0\n")
+    inputs = sub.SubmissionInputs({"a": _table("a", [0, 1]), "b": _table("b", [1])})
+    out = sub.write_abaw5(["a", "b"], inputs, "VA", tmp_path / "sub.txt", example=example)
+    rows = out.read_text().splitlines()
+    assert rows[0] == "image_location,valence,arousal"
+    assert [r.split(",")[0] for r in rows[1:]] == ["b/00002.jpg", "b/00001.jpg", "a/00003.jpg"]
+    assert sub.validate_submission(out, "VA", test_list=["a", "b"], example=example) == []
+
+
+def test_validator_reports_every_problem_with_file_and_line(tmp_path) -> None:
+    folder = tmp_path / "EXPR_Set"
+    folder.mkdir()
+    (folder / "t1.txt").write_text("Neutral,Happiness\n0\n9\nx\n")
+    (folder / "extra.txt").write_text(",".join(EXPRESSIONS) + "\n1\n")
+    problems = sub.validate_submission(folder, "EXPR", test_list=["t1", "t2"], frame_counts={"t1": 2})
+    text = "\n".join(problems)
+    assert f"{folder / 't1.txt'}:1: header" in text
+    assert f"{folder / 't1.txt'}:3: class 9" in text
+    assert f"{folder / 't1.txt'}:4: expected one integer" in text
+    assert "3 frame lines, expected 2" in text
+    assert "missing t2.txt" in text and "extra.txt: track not in the test list" in text
+    flat = tmp_path / "flat.txt"
+    flat.write_text("image_location,valence,arousal\nt1/00001.jpg,0.5,1.5\nt1/1.png,0,0\n")
+    problems = sub.validate_submission(flat, "VA", test_list=["t1"])
+    assert any(":2: values outside" in p for p in problems) and any(
+        ":3: image_location" in p for p in problems
+    )
+
+
+def test_cli_submit_and_validate(tmp_path, capsys) -> None:
+    preds = tmp_path / "preds" / "vid"
+    preds.mkdir(parents=True)
+    _table("vid", [0, 4], n_video=6).to_parquet(preds / "predictions.parquet")
+    (tmp_path / "test.txt").write_text("\ufeffvid\n\n")
+    out = tmp_path / "sub"
+    args = [
+        "submit",
+        "--predictions",
+        str(tmp_path / "preds"),
+        "--task",
+        "va",
+        "--test-list",
+        str(tmp_path / "test.txt"),
+    ]
+    assert main(args + ["--out", str(out)]) == 0
+    assert len((out / "VA_Set" / "vid.txt").read_text().splitlines()) == 7
+    assert (
+        main(
+            [
+                "submit",
+                "--validate",
+                str(out / "VA_Set"),
+                "--task",
+                "VA",
+                "--test-list",
+                str(tmp_path / "test.txt"),
+            ]
+        )
+        == 0
+    )
+    (out / "VA_Set" / "vid.txt").write_text("valence,arousal\n2,0\n")
+    assert main(["submit", "--validate", str(out / "VA_Set"), "--task", "VA"]) == 1
+    assert "vid.txt:2: values outside" in capsys.readouterr().out
+    assert main(["submit", "--task", "VA"]) == 2  # nothing to write or validate: a clear error
