@@ -169,6 +169,8 @@ def write_affwild2(root: Path, plans: list[TrackPlan], seed: int, table: TableBu
         n = plan.n_frames
         expr, val, aro = affect_sequence(rng, n)
         present = _present_frames(rng, n)
+        if plan.name == "video59_right":  # DATASETS.md §1.11: first image 00002, frame 5 missing
+            present = present[(present != 1) & (present != 5)]
         beyond = plan.name == "105" or rng.random() < 0.05  # an image numbered past the last row
         images = np.append(present, n + 1) if beyond else present
         folder = root / "cropped_aligned" / plan.name

@@ -40,6 +40,10 @@ _CUES = {
     "asym": (0.0, 0.0, 0.16, 0.0, 0.0, 0.0, 0.0),
     "eye_extra": (0.0, -0.02, -0.01, 0.03, -0.015, -0.005, 0.035),
 }
+VALENCE_CURVE = 0.22  # mouth-corner rise per unit of valence (canonical units)
+VALENCE_WIDTH = 0.10  # relative mouth widening per unit of valence
+AROUSAL_BROW = 0.15  # brow rise per unit of arousal
+AROUSAL_EYE = 0.06  # eye-opening gain per unit of arousal
 EXPRESSION_CENTRES = np.array(
     [[0.0, -0.05], [-0.55, 0.55], [-0.5, 0.2], [-0.4, 0.6], [0.6, 0.35], [-0.55, -0.35], [0.2, 0.65]]
 )
@@ -121,7 +125,7 @@ def face_landmarks(
     pts[0:17, 0] = np.cos(phis)
     pts[0:17, 1] = cy + ay * np.sin(phis)
     # brows: height follows arousal, shape follows the expression
-    brow_y = -0.50 - 0.10 * arousal + _CUES["brow_lift"][e]
+    brow_y = -0.50 - AROUSAL_BROW * arousal + _CUES["brow_lift"][e]
     t = np.linspace(0.0, 1.0, 5)  # 0 = outer end, 1 = inner end
     inner, arch = _CUES["brow_inner"][e], _CUES["brow_arch"][e]
     bx = 0.74 - 0.56 * t
@@ -135,7 +139,7 @@ def face_landmarks(
     pts[31:36, 0] = np.linspace(-0.17, 0.17, 5)
     pts[31:36, 1] = 0.40 + np.array([0.0, 0.03, 0.045, 0.03, 0.0])
     # eyes: opening follows arousal
-    opening = float(np.clip(0.045 + 0.045 * (arousal + 1.0) + _CUES["eye_extra"][e], 0.02, 0.17))
+    opening = float(np.clip(0.035 + AROUSAL_EYE * (arousal + 1.0) + _CUES["eye_extra"][e], 0.02, 0.19))
     ex, ey, hw = look.eye_spacing, -0.12, 0.16
     for sign, first in ((-1, 36), (1, 42)):
         c = sign * ex
@@ -149,8 +153,8 @@ def face_landmarks(
         ys = [ey, ey - opening, ey - opening, ey, ey + opening * 0.7, ey + opening * 0.7]
         pts[first : first + 6, 0], pts[first : first + 6, 1] = xs, ys
     # mouth: curvature follows valence on top of the expression's own shape
-    w = _CUES["mouth_w"][e] * look.mouth_scale
-    curve = _CUES["mouth_curve"][e] + 0.13 * valence
+    w = _CUES["mouth_w"][e] * look.mouth_scale * (1.0 + VALENCE_WIDTH * valence)
+    curve = _CUES["mouth_curve"][e] + VALENCE_CURVE * valence
     asym, open_, lip = _CUES["asym"][e], _CUES["mouth_open"][e], _CUES["lip"][e]
     my = 0.74
     ox = np.array([-0.6, -0.3, 0.0, 0.3, 0.6]) * w
@@ -238,7 +242,7 @@ def draw_face(img: np.ndarray, expression: int, valence: float, arousal: float, 
     mx = (pts[54, 0] + pts[48, 0]) / 2.0
     xs = np.linspace(-w, w, 25)
     my = 0.74
-    curve = _CUES["mouth_curve"][e] + 0.13 * valence
+    curve = _CUES["mouth_curve"][e] + VALENCE_CURVE * valence
     asym, opening, lip = _CUES["asym"][e], _CUES["mouth_open"][e], _CUES["lip"][e]
     up, lo = _mouth(xs, w, my, curve, asym, opening, lip, outer=True)
     outer = np.concatenate([np.stack([xs + mx, up], 1), np.stack([xs[::-1] + mx, lo[::-1]], 1)])
