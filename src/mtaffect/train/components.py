@@ -107,6 +107,22 @@ def read_index(config: Config) -> tuple[pd.DataFrame, dict]:
     return _read(config.data.index)
 
 
+def readable_frames(df: pd.DataFrame, meta: dict, size: int) -> tuple[pd.DataFrame, Any, dict[str, int]]:
+    """Rows of ``df`` whose face is known to be readable, their :class:`FaceReader`, and the skipped
+    rows counted by reason (the face cache records crops it could not produce; they are never
+    replaced by another face)."""
+    from mtaffect.data.faces import FaceReader
+
+    df = df.reset_index(drop=True)
+    reader = FaceReader(df, meta, size)
+    valid = np.asarray(reader.valid, dtype=bool)
+    if valid.all():
+        return df, reader, {}
+    reasons = pd.Series(np.asarray(reader.reason, dtype=object)[~valid]).value_counts()
+    df = df[valid].reset_index(drop=True)
+    return df, FaceReader(df, meta, size), {str(k): int(v) for k, v in reasons.items()}
+
+
 def build_frame_data(
     config: Config,
     index: pd.DataFrame,
@@ -115,9 +131,9 @@ def build_frame_data(
     rank: int = 0,
     world: int = 1,
     pin_memory: bool = False,
-) -> tuple[FrameTaskData, pd.DataFrame]:
-    """The CNN stages' per-task-set training data and the validation frames (Aff-Wild2 validation)."""
-    from mtaffect.data.faces import FaceReader
+) -> tuple[FrameTaskData, pd.DataFrame, dict[str, dict[str, int]]]:
+    """The CNN stages' per-task-set training data, the validation frames (Aff-Wild2 validation),
+    and the rows skipped per task set for want of a readable face, by reason."""
     from mtaffect.data.tasks import TaskSetConfig, build_task_sets, sampling_weights
 
     task_sets = build_task_sets(index, component(TaskSetConfig, config.data.task_sets, "data.task_sets"))
@@ -125,14 +141,19 @@ def build_frame_data(
     missing = [t for t in wanted if t not in task_sets.train or len(task_sets.train[t]) == 0]
     if missing:
         raise UserError(f"data.use_task_sets: no training frames for {missing} in {config.data.index}")
-    sources = {}
+    sources, skipped = {}, {}
     for name in wanted:
-        df = task_sets.train[name].reset_index(drop=True)
+        df, reader, dropped = readable_frames(task_sets.train[name], meta, config.data.image_size)
+        if dropped:
+            skipped[name] = dropped
         sources[name] = TaskSource(
-            reader=FaceReader(df, meta, config.data.image_size),
+            reader=reader,
             labels=LabelArrays.from_frame(df),
             weights=np.asarray(sampling_weights(name, df), dtype=np.float64),
         )
+    validation, _, dropped = readable_frames(task_sets.validation, meta, config.data.image_size)
+    if dropped:
+        skipped["validation"] = dropped
     data = FrameTaskData(
         sources,
         batch_per_task=config.train.batch_per_task,
@@ -145,7 +166,7 @@ def build_frame_data(
         max_steps=config.train.max_steps_per_epoch,
         pin_memory=pin_memory,
     )
-    return data, task_sets.validation
+    return data, validation, skipped
 
 
 def image_preparer(config: Config, device: torch.device) -> ImagePreparer:

@@ -156,7 +156,6 @@ def fit(
     stopper = EarlyStopping(patience)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    finished = False
     state_path = run_dir / STATE_FILE
     if resume and state_path.exists():
         state = load_state(state_path, device)
@@ -166,7 +165,6 @@ def fit(
         stopper.load_state_dict(state["early_stopping"])
         history = list(state["history"])
         start_epoch = int(state["epoch"])
-        finished = bool(state["finished"])
         restore_rng(state["rng"])
 
     board = _TensorBoard(run_dir / "tb", tensorboard and _is_main(rank))
@@ -180,7 +178,7 @@ def fit(
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, epochs):
-            if finished or stopper.should_stop:
+            if stopper.should_stop:  # a run that stopped early stays stopped; more epochs may be added
                 break
             t0 = time.perf_counter()
             task.train()

@@ -22,6 +22,7 @@ reused automatically, shared by the GRU teacher and student). The student is a f
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import yaml
 
 from mtaffect.config import Config, component, config_from_resolved, resolve
 from mtaffect.errors import UserError
-from mtaffect.io import prepare_output_dir, write_text
+from mtaffect.io import prepare_output_dir, write_json, write_text
 from mtaffect.train import components as C
 from mtaffect.train import distributed
 from mtaffect.train.loop import FitResult, fit
@@ -42,6 +43,7 @@ __all__ = ["Stage", "STAGES", "StageResult", "run_stage", "BEST_CHECKPOINT", "RU
 
 BEST_CHECKPOINT = "best.safetensors"
 RUN_CONFIG = "config.yaml"
+DATA_REPORT = "data_report.json"
 # keys that may differ when a run is resumed (they do not change what is computed)
 RESUMABLE_CHANGES = {
     "train.epochs",
@@ -140,11 +142,30 @@ def _build_model(stage: Stage, config: Config) -> torch.nn.Module:
     return C.build_cnn(config) if stage.model == "cnn" else C.build_gru(config)
 
 
-def _frames_pipeline(config: Config, ctx: distributed.DistContext) -> tuple[Any, Any, Any, Any]:
+def _report_skipped(run_dir: Path, skipped: dict, ctx: distributed.DistContext) -> None:
+    """Rows without a readable face are skipped, counted, printed and kept in ``data_report.json``."""
+    if not ctx.is_main:
+        return
+    write_json(run_dir / DATA_REPORT, {"skipped_rows": skipped})
+    if skipped:
+        text = "; ".join(
+            f"{name}: " + ", ".join(f"{n} {why}" for why, n in reasons.items())
+            for name, reasons in skipped.items()
+        )
+        print(
+            f"skipped index rows without a readable face ({text}); see {run_dir / DATA_REPORT}",
+            file=sys.stderr,
+        )
+
+
+def _frames_pipeline(
+    config: Config, ctx: distributed.DistContext, run_dir: Path
+) -> tuple[Any, Any, Any, Any]:
     index, meta = C.read_index(config)
-    data, validation = C.build_frame_data(
+    data, validation, skipped = C.build_frame_data(
         config, index, meta, rank=ctx.rank, world=ctx.world, pin_memory=ctx.device.type == "cuda"
     )
+    _report_skipped(run_dir, skipped, ctx)
     preprocessing = C.cnn_preprocessing(config)
     validate = None
     if ctx.is_main:
@@ -251,7 +272,7 @@ def run_stage(
 
         model = _build_model(stage, config).to(ctx.device)
         if stage.model == "cnn":
-            data, to_device, validate, preprocessing = _frames_pipeline(config, ctx)
+            data, to_device, validate, preprocessing = _frames_pipeline(config, ctx, run_dir)
             if config.train.channels_last:
                 model = model.to(memory_format=torch.channels_last)
         else:
