@@ -80,8 +80,23 @@ def _prepare_data(out: Path, preset: str, seed: int, image_size: int, log: Calla
         index, meta = build_index({name: data / name for name in DATABASES})
         log(format_summary(meta["summary"]))
         meta = build_face_cache(index, meta, out / "faces", size=image_size, workers=1, progress=False)
+        index = _drop_unreadable(index, meta, image_size, log)
         write_index(index, meta, index_path)
     return index_path
+
+
+def _drop_unreadable(index: pd.DataFrame, meta: dict, size: int, log: Callable[[str], None]) -> pd.DataFrame:
+    """Rows whose face the cache could not produce (the synthetic databases' deliberate broken files)
+    are removed from the demo's index, and counted by database and reason."""
+    from mtaffect.data.faces import FaceReader
+
+    reader = FaceReader(index, meta, size)
+    bad = ~np.asarray(reader.valid, dtype=bool)
+    if bad.any():
+        counts = pd.DataFrame({"database": index["database"].to_numpy()[bad], "reason": reader.reason[bad]})
+        for (db, reason), n in counts.value_counts().sort_index().items():
+            log(f"  skipped {n} {db} rows: {reason}")
+    return index[~bad].reset_index(drop=True)
 
 
 def _join_final(cnn_path: Path, gru_path: Path, target: Path) -> Path:
