@@ -7,7 +7,9 @@ Prints a Markdown table; figures go to benchmarks/RESULTS_losses_metrics.md with
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 
 import numpy as np
 import torch
@@ -18,6 +20,27 @@ from mtaffect import metrics
 from mtaffect.losses import LossConfig, student_objective, teacher_objective
 from mtaffect.models.outputs import Outputs, Targets
 from mtaffect.windows import plan_windows, stitch
+
+
+def _cpu_seconds(fn, reps: int, min_seconds: float = 0.1) -> float:
+    """Median CPU time of this process per call (less sensitive than wall time to other processes on
+    a shared machine, though still slowed by cache and hyper-thread sharing)."""
+    samples = []
+    for _ in range(reps):
+        calls, start_cpu, start_wall = 0, time.process_time(), time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            if time.perf_counter() - start_wall >= min_seconds:
+                break
+        samples.append((time.process_time() - start_cpu) / calls)
+    return statistics.median(samples)
+
+
+def measure(fn, reps: int, min_seconds: float = 0.0) -> tuple[float, float, str]:
+    """(wall median s, CPU median s, "kept/total quiet") of ``fn``."""
+    wall = time_quiet(fn, reps=reps, min_seconds=min_seconds)
+    return wall.median_s, _cpu_seconds(fn, reps, max(min_seconds, 0.1)), f"{wall.kept}/{wall.total} quiet"
 
 
 def _outputs(n: int, seed: int, grad: bool) -> Outputs:
@@ -41,12 +64,16 @@ def _targets(n: int, seed: int, task_set: str, shared_fraction: float) -> Target
     )
 
 
-def bench_objectives(rows: list[tuple[str, str, str]], reps: int) -> None:
+Row = tuple[str, float, float, str]  # what, wall s, CPU s, notes
+
+
+def bench_objectives(rows: list[Row], reps: int) -> None:
     cfg = LossConfig()
-    for label, task_sets, n in (
+    shapes = (
         ("CNN step: 3 task sets x 64 frames", ("EXPR", "VA", "EXPR_VA"), 64),
         ("GRU step: 2 task sets x 16 windows x 32 = 512 frames", ("EXPR", "VA"), 512),
-    ):
+    )
+    for label, task_sets, n in shapes:
         student = {t: _outputs(n, i, True) for i, t in enumerate(task_sets)}
         teacher = {t: _outputs(n, 10 + i, False) for i, t in enumerate(task_sets)}
         targets = {t: _targets(n, i, t, 0.3) for i, t in enumerate(task_sets)}
@@ -58,65 +85,85 @@ def bench_objectives(rows: list[tuple[str, str, str]], reps: int) -> None:
             student_objective(student, teacher, targets, cfg)["loss"].backward()
 
         for name, fn in (("teacher_objective", run_teacher), ("student_objective", run_student)):
-            t = time_quiet(fn, reps=reps, min_seconds=0.2)
-            rows.append(
-                (
-                    f"{name} forward+backward, {label}",
-                    f"{t.median_s * 1e3:.2f} ms",
-                    f"{t.kept}/{t.total} quiet",
-                )
-            )
+            wall, cpu, quiet = measure(fn, reps, 0.2)
+            rows.append((f"{name} forward+backward, {label}", wall, cpu, quiet))
 
 
-def bench_metrics(rows: list[tuple[str, str, str]], reps: int) -> None:
+def bench_gru_step_share(rows: list[Row], reps: int) -> None:
+    """The GRU student step the loss belongs to: teacher GRU (no grad) + student GRU fwd+bwd + loss."""
+    from mtaffect.models.gru import TemporalModel
+
+    torch.manual_seed(0)
+    student_net, teacher_net = TemporalModel(), TemporalModel().eval()
+    task_sets = ("EXPR", "VA")
+    inputs = {t: {h: torch.randn(16, 32, 128) for h in ("EXPR", "VA")} for t in task_sets}
+    targets = {t: _targets(512, i, t, 0.3) for i, t in enumerate(task_sets)}
+    cfg = LossConfig()
+
+    def step(with_loss: bool) -> None:
+        with torch.no_grad():
+            teacher = {t: teacher_net(inputs[t]) for t in task_sets}
+        student = {t: student_net(inputs[t]) for t in task_sets}
+        if with_loss:
+            loss = student_objective(student, teacher, targets, cfg)["loss"]
+        else:  # stand-in with the same backward through the networks
+            loss = sum(o.expression.sum() + o.valence.sum() + o.arousal.sum() for o in student.values())
+        loss.backward()
+
+    full = measure(lambda: step(True), reps, 0.2)
+    bare = measure(lambda: step(False), reps, 0.2)
+    share = (full[1] - bare[1]) / full[1]
+    what = "GRU student step (2 task sets x 16 x 32 frames: teacher GRU + student GRU fwd+bwd)"
+    rows.append((f"{what} with student_objective", *full))
+    rows.append(
+        (
+            f"{what} with a trivial sum as loss",
+            bare[0],
+            bare[1],
+            f"{bare[2]}; objective share of the step's CPU time = {share:.0%}",
+        )
+    )
+
+
+def bench_metrics(rows: list[Row], reps: int) -> None:
     n = 1_000_000
     rng = np.random.default_rng(0)
     y_true = rng.integers(0, 7, n)
     y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, 7, n))
-    ours = time_quiet(lambda: metrics.expr_score(y_true, y_pred), reps=reps)
-    sk = time_quiet(
-        lambda: (skm.f1_score(y_true, y_pred, average="macro"), skm.accuracy_score(y_true, y_pred)), reps=reps
+    ours = measure(lambda: metrics.expr_score(y_true, y_pred), reps)
+    sk = measure(
+        lambda: (skm.f1_score(y_true, y_pred, average="macro"), skm.accuracy_score(y_true, y_pred)), reps
     )
-    rows.append(("expr_score, 1M frames", f"{ours.median_s * 1e3:.1f} ms", f"{ours.kept}/{ours.total} quiet"))
+    rows.append(("expr_score, 1M frames", *ours))
     rows.append(
         (
             "sklearn f1_score(macro) + accuracy_score, 1M frames",
-            f"{sk.median_s * 1e3:.1f} ms",
-            f"{sk.kept}/{sk.total} quiet; ratio sklearn/ours = {sk.median_s / ours.median_s:.1f}x",
+            sk[0],
+            sk[1],
+            f"{sk[2]}; CPU-time ratio sklearn/ours = {sk[1] / ours[1]:.1f}x",
         )
     )
     tv, pv, ta, pa = (rng.uniform(-1, 1, n) for _ in range(4))
-    va = time_quiet(lambda: metrics.va_scores(tv, pv, ta, pa), reps=reps)
     rows.append(
         (
-            "va_scores (CCC, PCC, RMSE, SAGR x 2), 1M frames",
-            f"{va.median_s * 1e3:.1f} ms",
-            f"{va.kept}/{va.total} quiet",
+            "va_scores (CCC, PCC, RMSE, SAGR for V and A), 1M frames",
+            *measure(lambda: metrics.va_scores(tv, pv, ta, pa), reps),
         )
     )
 
 
-def bench_windows(rows: list[tuple[str, str, str]], reps: int) -> None:
+def bench_windows(rows: list[Row], reps: int) -> None:
     n = 100_000  # about an hour of video at 30 fps
     frames = np.flatnonzero(np.random.default_rng(1).random(n + 500) > 0.005)[:n]  # ~0.5 % missing faces
-    plan = time_quiet(lambda: plan_windows(frames, 32, 32, mode="predict"), reps=reps)
     w = plan_windows(frames, 32, 32, mode="predict")
     values = np.random.default_rng(2).normal(size=(len(w), 32, 47)).astype(np.float32)
-    st = time_quiet(lambda: stitch(values, w), reps=reps)
     rows.append(
         (
             f"plan_windows, {n} frames with gaps ({len(w)} windows)",
-            f"{plan.median_s * 1e3:.1f} ms",
-            f"{plan.kept}/{plan.total} quiet",
+            *measure(lambda: plan_windows(frames, 32, 32, mode="predict"), reps),
         )
     )
-    rows.append(
-        (
-            f"stitch (W={len(w)}, 32, 47) -> ({n}, 47)",
-            f"{st.median_s * 1e3:.1f} ms",
-            f"{st.kept}/{st.total} quiet",
-        )
-    )
+    rows.append((f"stitch (W={len(w)}, 32, 47) -> ({n}, 47)", *measure(lambda: stitch(values, w), reps)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,12 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     rows: list[tuple[str, str, str]] = []
     bench_objectives(rows, args.reps)
+    bench_gru_step_share(rows, args.reps)
     bench_metrics(rows, args.reps)
     bench_windows(rows, args.reps)
     print(f"torch {torch.__version__}, numpy {np.__version__}, 1 thread\n")
-    print("| what | median | notes |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print("| what | wall median | CPU median | notes (quiet repetitions of the wall timing) |")
+    print("|---|---|---|---|")
+    for what, wall, cpu, notes in rows:
+        print(f"| {what} | {wall * 1e3:.2f} ms | {cpu * 1e3:.2f} ms | {notes} |")
     return 0
 
 
