@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mtaffect.errors import InputFormatError
 
@@ -35,6 +36,7 @@ __all__ = [
     "empty_records",
     "check_relative_paths",
     "read_text_lines",
+    "string_array",
 ]
 
 COLUMNS: dict[str, str] = {
@@ -109,7 +111,23 @@ class Skips:
         return out
 
 
+def string_array(
+    codes: np.ndarray, values: Sequence[str], mask: np.ndarray | None = None
+) -> pd.arrays.ArrowStringArray:
+    """``values[codes]`` as a pandas "string" array, built in C (no Python str per row).
+
+    ``mask`` marks missing entries. Used for repetitive columns (database, split, track).
+    """
+    indices = pa.array(np.asarray(codes, dtype=np.int32), mask=mask)
+    dictionary = pa.DictionaryArray.from_arrays(indices, pa.array(list(values), pa.string()))
+    return pd.arrays.ArrowStringArray(dictionary.cast(pa.string()))
+
+
 def _as_column(values: Any, dtype: str, n: int) -> Any:
+    if isinstance(values, pd.api.extensions.ExtensionArray) and str(values.dtype) == dtype:
+        return values
+    if isinstance(values, str) and dtype == "string":
+        return string_array(np.zeros(n, np.int32), [values])
     if values is None:
         if dtype == "object":
             return np.full(n, None, dtype=object)

@@ -16,17 +16,20 @@ file is parsed in one numpy call, each image folder listed once.
 
 from __future__ import annotations
 
+import io
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from mtaffect import labels
-from mtaffect.data.records import Skips, make_records
+from mtaffect.data.records import Skips, make_records, string_array
 from mtaffect.data.sources.affwild2_mtl import MTL_FILES, parse_mtl_file
 from mtaffect.data.sources.testlists import is_test_list_name, read_test_list, test_list_task
 
@@ -55,7 +58,7 @@ _EXPR_HEADERS = {
     ",".join(labels.EXPRESSIONS_8).lower(): 8,
 }
 _VA_HEADER = "valence,arousal"
-_CODE_TEXT = np.array([str(i) for i in range(8)], dtype=object)
+_CODE_TEXT = [str(i) for i in range(8)]
 
 
 @dataclass
@@ -128,32 +131,52 @@ def _ambiguous(task: str, first: Path, second: Path) -> Exception:
     )
 
 
-_FRAME_NAME = re.compile(r"^\d+\.jpg$")
+_FRAME_NAME = r"^[0-9]+\.jpg$"
 
 
-def list_frames(folder: Path) -> tuple[np.ndarray, np.ndarray, int]:
+def list_frames(folder: Path) -> tuple[np.ndarray, pa.Array, int]:
     """Frame numbers (sorted, int64) and file names of ``folder``'s ``digits.jpg`` images.
 
-    Returns (frames, names, ignored) where ``ignored`` counts other entries (``.DS_Store``...).
-    Frame numbers come from the file stem, never from list position.
+    Returns (frames, names as a pyarrow string array, ignored) where ``ignored`` counts other
+    entries (``.DS_Store``...). Frame numbers come from the file stem, never from list position.
     """
     try:
-        names = os.listdir(folder)
+        listing = os.listdir(folder)
     except OSError:
-        return np.zeros(0, np.int64), np.zeros(0, object), 0
-    kept = [n for n in names if n.endswith(".jpg") and n[:-4].isdigit()]
-    ignored = len(names) - len(kept)
-    frames = np.fromiter((int(n[:-4]) for n in kept), dtype=np.int64, count=len(kept))
+        return np.zeros(0, np.int64), pa.array([], pa.string()), 0
+    names = pa.array(listing, pa.string())
+    names = names.filter(pc.match_substring_regex(names, _FRAME_NAME))
+    ignored = len(listing) - len(names)
+    frames = pc.cast(pc.utf8_slice_codeunits(names, 0, -4), pa.int64()).to_numpy(zero_copy_only=False)
     order = np.argsort(frames, kind="stable")
     frames = frames[order]
-    names_arr = np.asarray(kept, dtype=object)[order]
+    names = names.take(pa.array(order))
     if len(frames) > 1:
         dup = np.zeros(len(frames), dtype=bool)
         dup[1:] = frames[1:] == frames[:-1]
         if dup.any():  # 00001.jpg and 0001.jpg: keep the first name
             ignored += int(dup.sum())
-            frames, names_arr = frames[~dup], names_arr[~dup]
-    return frames, names_arr, ignored
+            frames, names = frames[~dup], names.filter(pa.array(~dup))
+    return frames, names, ignored
+
+
+def _fast_numbers(body: bytes, columns: int, kind: pa.DataType) -> np.ndarray | None:
+    """The body parsed by pyarrow's CSV reader, (lines, columns); None if any line is irregular."""
+    if not body:
+        return np.zeros((0, columns), dtype=kind.to_pandas_dtype())
+    names = [f"c{i}" for i in range(columns)]
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(body),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, kind), null_values=[]),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if table.num_rows != body.count(b"\n") + 1 or any(col.null_count for col in table.columns):
+        return None
+    return np.stack([col.to_numpy() for col in table.columns], axis=1)
 
 
 def _split_header(path: Path) -> tuple[str, bytes]:
@@ -186,13 +209,8 @@ def parse_expr_file(path: Path, skips: Skips) -> tuple[np.ndarray, int] | None:
         )
         return None
     lines = _lines(body)
-    tokens = body.split()
-    codes: np.ndarray | None = None
-    if len(tokens) == len(lines):
-        try:
-            codes = np.array(tokens).astype(np.int64)
-        except ValueError:
-            codes = None
+    fast = _fast_numbers(body, 1, pa.int64())
+    codes = None if fast is None else fast[:, 0]
     if codes is None:  # slow path: find the bad lines
         codes = np.full(len(lines), -1, dtype=np.int64)
         for r, line in enumerate(lines):
@@ -230,13 +248,7 @@ def parse_va_file(path: Path, skips: Skips) -> np.ndarray | None:
         )
         return None
     lines = _lines(body)
-    values: np.ndarray | None = None
-    tokens = body.replace(b",", b" ").split()
-    if len(tokens) == 2 * len(lines) and body.count(b",") == len(lines):
-        try:
-            values = np.array(tokens).astype(np.float64).reshape(-1, 2)
-        except ValueError:
-            values = None
+    values = _fast_numbers(body, 2, pa.float64())
     if values is None:
         values = np.full((len(lines), 2), np.nan)
         for r, line in enumerate(lines):
@@ -265,12 +277,35 @@ def _take(array: np.ndarray, frames: np.ndarray, missing: Any) -> np.ndarray:
 
 @dataclass
 class _Columns:
+    """Per-group chunks of the output columns; strings as codes or pyarrow arrays (no Python str per row)."""
+
+    splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
+    tracks: list[str] = field(default_factory=list)
     split: list[np.ndarray] = field(default_factory=list)
     track: list[np.ndarray] = field(default_factory=list)
     frame: list[np.ndarray] = field(default_factory=list)
-    image: list[np.ndarray] = field(default_factory=list)
+    image: list[pa.Array] = field(default_factory=list)
     expression: list[np.ndarray] = field(default_factory=list)
     va: list[np.ndarray] = field(default_factory=list)
+
+    def add(
+        self,
+        split: str,
+        track: str,
+        frames: np.ndarray,
+        names: pa.Array,
+        prefix: str,
+        expression: np.ndarray,
+        va: np.ndarray,
+    ) -> None:
+        n = len(frames)
+        self.split.append(np.full(n, self.splits.index(split), dtype=np.int32))
+        self.tracks.append(track)
+        self.track.append(np.full(n, len(self.tracks) - 1, dtype=np.int32))
+        self.frame.append(frames)
+        self.image.append(pc.binary_join_element_wise(pa.scalar(prefix), names, ""))
+        self.expression.append(expression)
+        self.va.append(va)
 
 
 def read_affwild2(root: str | Path, skips: Skips | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -288,16 +323,16 @@ def read_affwild2(root: str | Path, skips: Skips | None = None) -> tuple[pd.Data
 
         raise UserError(f"{root}: no Aff-Wild2 annotation folder (EXPR_Set, VA_Set, ...) or test list found")
     cols = _Columns()
-    listings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    listings: dict[str, tuple[np.ndarray, pa.Array]] = {}
     n_classes_seen: set[int] = set()
     missing_folders: set[str] = set()
 
-    def frames_of(track: str) -> tuple[np.ndarray, np.ndarray]:
+    def frames_of(track: str) -> tuple[np.ndarray, pa.Array]:
         if track not in listings:
             folder = layout.image_dirs.get(track)
             if folder is None:
                 missing_folders.add(track)
-                listings[track] = (np.zeros(0, np.int64), np.zeros(0, object))
+                listings[track] = (np.zeros(0, np.int64), pa.array([], pa.string()))
             else:
                 frames, names, ignored = list_frames(folder)
                 skips.count(DATABASE, "ignored_image_folder_entries", ignored, str(folder))
@@ -348,14 +383,10 @@ def read_affwild2(root: str | Path, skips: Skips | None = None) -> tuple[pd.Data
             n = int(keep.sum())
             if n == 0:
                 continue
-            cols.split.append(np.full(n, split, dtype=object))
-            cols.track.append(np.full(n, track, dtype=object))
-            cols.frame.append(frames[keep])
-            folder = layout.image_dirs[track]
-            prefix = folder.relative_to(root).as_posix() + "/"
-            cols.image.append(np.array([prefix + name for name in names[keep]], dtype=object))
-            cols.expression.append(e_at[keep])
-            cols.va.append(va_at[keep])
+            prefix = layout.image_dirs[track].relative_to(root).as_posix() + "/"
+            cols.add(
+                split, track, frames[keep], names.filter(pa.array(keep)), prefix, e_at[keep], va_at[keep]
+            )
 
     if layout.mtl_files and not layout.task_dirs:
         n_classes_seen.add(8)
@@ -375,12 +406,16 @@ def read_affwild2(root: str | Path, skips: Skips | None = None) -> tuple[pd.Data
                 if n == 0:
                     continue
                 prefix = layout.image_dirs[str(track)].relative_to(root).as_posix() + "/"
-                cols.split.append(np.full(n, split, dtype=object))
-                cols.track.append(np.full(n, track, dtype=object))
-                cols.frame.append(frames[pos[found]])
-                cols.image.append(np.array([prefix + name for name in names[pos[found]]], dtype=object))
-                cols.expression.append(group["expression"].to_numpy()[found])
-                cols.va.append(group[["valence", "arousal"]].to_numpy(np.float64)[found])
+                at = pos[found]
+                cols.add(
+                    split,
+                    str(track),
+                    frames[at],
+                    names.take(pa.array(at)),
+                    prefix,
+                    group["expression"].to_numpy()[found],
+                    group[["valence", "arousal"]].to_numpy(np.float64)[found],
+                )
     elif layout.mtl_files:
         skips.count(DATABASE, "mtl_files_ignored_task_folders_used", len(layout.mtl_files))
 
@@ -393,13 +428,10 @@ def read_affwild2(root: str | Path, skips: Skips | None = None) -> tuple[pd.Data
         if len(frames) == 0:
             continue
         n = len(frames)
-        cols.split.append(np.full(n, "test", dtype=object))
-        cols.track.append(np.full(n, track, dtype=object))
-        cols.frame.append(frames)
         prefix = layout.image_dirs[track].relative_to(root).as_posix() + "/"
-        cols.image.append(np.array([prefix + name for name in names], dtype=object))
-        cols.expression.append(np.full(n, -1, dtype=np.int16))
-        cols.va.append(np.full((n, 2), np.nan))
+        cols.add(
+            "test", track, frames, names, prefix, np.full(n, -1, dtype=np.int16), np.full((n, 2), np.nan)
+        )
     for track in sorted(missing_folders):
         skips.count(DATABASE, "track_without_image_folder", 1, track)
 
@@ -424,16 +456,14 @@ def _assemble(cols: _Columns) -> pd.DataFrame:
     expression = np.concatenate(cols.expression).astype(np.int64)
     va = np.concatenate(cols.va)
     has_expr = expression >= 0
-    source = np.full(len(expression), None, dtype=object)
-    source[has_expr] = _CODE_TEXT[expression[has_expr]]
     return make_records(
         database=DATABASE,
-        split=np.concatenate(cols.split),
-        track=np.concatenate(cols.track),
+        split=string_array(np.concatenate(cols.split), cols.splits),
+        track=string_array(np.concatenate(cols.track), cols.tracks),
         frame=np.concatenate(cols.frame),
-        image=np.concatenate(cols.image),
+        image=pd.arrays.ArrowStringArray(pa.concat_arrays(cols.image)),
         expression=np.where(has_expr, expression, np.nan),
         valence=va[:, 0],
         arousal=va[:, 1],
-        source_code=source,
+        source_code=string_array(np.maximum(expression, 0), _CODE_TEXT, mask=~has_expr),
     )
