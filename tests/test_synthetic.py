@@ -85,7 +85,8 @@ def test_affwild2_quirks(tiny):
     aw = root / "affwild2"
     ann = aw / "annotations"
     # exact names: an unsuffixed and a suffixed track of one video, _left/_right pairs
-    assert (aw / "cropped_aligned" / "video59").is_dir() and (aw / "cropped_aligned" / "video59_right").is_dir()
+    crops = aw / "cropped_aligned"
+    assert (crops / "video59").is_dir() and (crops / "video59_right").is_dir()
     assert (ann / "VA_Set" / "Validation_Set" / "video59.txt").exists()
     # a cross-split track: EXPR in train, VA in validation -> one row per split
     assert (ann / "EXPR_Set" / "Train_Set" / "122-60-1920x1080-3.txt").exists()
@@ -96,8 +97,8 @@ def test_affwild2_quirks(tiny):
     assert cross[cross["split"] == "validation"]["expression"].isna().all()
     # headers, sentinels, one value per EXPR line, CRLF somewhere
     texts = {p: p.read_bytes() for p in ann.rglob("*.txt")}
-    assert all(t.startswith(b"Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise") for p, t in texts.items()
-               if "EXPR_Set" in p.parts)
+    header = b"Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise"
+    assert all(t.startswith(header) for p, t in texts.items() if "EXPR_Set" in p.parts)
     assert any(b"\n-1" in t for t in texts.values()) and any(b"-5" in t for t in texts.values())
     assert any(b"\r\n" in t for t in texts.values())
     assert any(not t.endswith(b"\n") for t in texts.values())
@@ -172,13 +173,14 @@ def test_cues_follow_valence_and_arousal():
         assert high[19, 1] < low[19, 1]  # brows rise with arousal
 
 
-def test_signal_is_learnable_by_a_linear_model():
-    """Expression and VA must be readable from small crops (the demo trains a CNN on them)."""
+def test_expression_is_learnable_by_a_linear_model():
+    """The expression cues survive pose, colour and lighting: even a linear probe on 32×32 grey
+    pixels reads them (a small CNN gets ≈0.97 accuracy, docs/synthetic.md)."""
     import cv2
-    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.linear_model import RidgeClassifier
 
     rng = np.random.default_rng(0)
-    xs, es, vas = [], [], []
+    xs, es = [], []
     for _ in range(60):
         look = TrackLook(rng, 112)
         expr, val, aro = affect_sequence(rng, 60)
@@ -187,14 +189,27 @@ def test_signal_is_learnable_by_a_linear_model():
             g = cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
             xs.append((g.astype(np.float32) / 255.0).reshape(-1))
             es.append(expr[t])
-            vas.append((val[t], aro[t]))
-    x, e, va = np.array(xs), np.array(es), np.array(vas)
+    x, e = np.array(xs), np.array(es)
     n = int(0.75 * len(x))
-    acc = LogisticRegression(max_iter=300, C=0.5).fit(x[:n], e[:n]).score(x[n:], e[n:])
-    assert acc > 0.45  # chance ≈ 0.14-0.3
-    pred = Ridge(alpha=10.0).fit(x[:n], va[:n]).predict(x[n:])
-    corr = [np.corrcoef(pred[:, k], va[n:, k])[0, 1] for k in range(2)]
-    assert min(corr) > 0.4
+    acc = RidgeClassifier(alpha=10.0).fit(x[:n], e[:n]).score(x[n:], e[n:])
+    assert acc > 0.45  # chance: 0.14 (uniform) to 0.3 (majority class)
+
+
+@pytest.mark.parametrize("expression", range(7))
+def test_valence_drawn_at_the_mouth_arousal_at_eyes_and_brows(expression):
+    """Changing only valence changes pixels below the nose; changing only arousal, above it."""
+
+    def render(v: float, a: float) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(5)  # same look, pose, jitter and noise for every call
+        return render_crop(TrackLook(rng, 112), 0, expression, v, a, rng)
+
+    base, marks = render(0.0, 0.0)
+    nose_y = marks[33, 1]
+    for (v, a), below in (((0.7, 0.0), True), ((-0.7, 0.0), True), ((0.0, 0.7), False), ((0.0, -0.7), False)):
+        diff = np.abs(render(v, a)[0].astype(int) - base.astype(int)).sum(2)
+        ys = np.nonzero(diff > 40)[0]
+        assert len(ys) > 15
+        assert (np.median(ys) > nose_y) == below
 
 
 def test_write_video(tmp_path):

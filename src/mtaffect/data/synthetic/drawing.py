@@ -40,8 +40,8 @@ _CUES = {
     "asym": (0.0, 0.0, 0.16, 0.0, 0.0, 0.0, 0.0),
     "eye_extra": (0.0, -0.02, -0.01, 0.03, -0.015, -0.005, 0.035),
 }
-VALENCE_CURVE = 0.22  # mouth-corner rise per unit of valence (canonical units)
-VALENCE_WIDTH = 0.10  # relative mouth widening per unit of valence
+VALENCE_CURVE = 0.26  # mouth-corner rise per unit of valence (canonical units)
+VALENCE_WIDTH = 0.12  # relative mouth widening per unit of valence
 AROUSAL_BROW = 0.15  # brow rise per unit of arousal
 AROUSAL_EYE = 0.06  # eye-opening gain per unit of arousal
 EXPRESSION_CENTRES = np.array(
