@@ -272,3 +272,34 @@ def test_nan_loss_stops_with_a_named_error(tmp_path):
             progress=False,
             tensorboard=False,
         )
+
+
+def test_init_from_copies_matching_tensors_only(tmp_path):
+    from mtaffect.checkpoint import save_checkpoint
+    from mtaffect.config import load_config
+    from mtaffect.errors import UserError
+    from mtaffect.train.components import build_cnn, init_weights
+
+    source = tiny_cnn(5)
+    save_checkpoint(tmp_path / "src.safetensors", source)
+    config = load_config(
+        "cnn_student",
+        [
+            "model.cnn.backbone=resnet_tiny",
+            "model.cnn.hidden=16",
+            f"model.init_from={tmp_path / 'src.safetensors'}",
+        ],
+    )
+    model = build_cnn(config)
+    for name, tensor in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor)
+    # a different head width: the trunk is copied, the heads' mismatching tensors are left alone
+    wider = MultitaskCNN(CNNConfig(backbone="resnet_tiny", hidden=32))
+    copied, total = init_weights(wider, tmp_path / "src.safetensors")
+    assert 0 < copied < total
+    torch.testing.assert_close(
+        wider.backbone.state_dict()["conv1.weight"], source.backbone.state_dict()["conv1.weight"]
+    )
+    other = MultitaskCNN(CNNConfig(backbone="resnet_small"))
+    with pytest.raises(UserError, match="no tensor"):
+        init_weights(other.heads["EXPR"], tmp_path / "src.safetensors")
