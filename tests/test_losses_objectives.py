@@ -150,6 +150,7 @@ def test_teacher_matches_authors_procedure() -> None:
     assert got["loss"].item() == pytest.approx(_ref_teacher(student, targets).item(), rel=1e-5)
     assert got["loss"].requires_grad
     assert {"expr/EXPR", "expr/EXPR_VA", "valence/VA", "arousal/VA", "valence/EXPR_VA"} <= set(got)
+    assert got["head_va/VA"].item() == pytest.approx((got["valence/VA"] + got["arousal/VA"]).item())
     assert not any(v.requires_grad for k, v in got.items() if k != "loss")
 
 
@@ -163,7 +164,7 @@ def test_teacher_ignores_secondary_labels() -> None:
 def test_teacher_head_average_false_is_the_sum_of_eq7() -> None:
     student, _, targets = _batch()
     parts = teacher_objective(student, targets)
-    total = sum(v for k, v in parts.items() if k != "loss")
+    total = sum(v for k, v in parts.items() if k.startswith("head_"))
     summed = teacher_objective(student, targets, LossConfig(head_average=False))["loss"]
     assert summed.item() == pytest.approx(total.item(), rel=1e-6)
     assert summed.item() != pytest.approx(parts["loss"].item(), rel=1e-3)

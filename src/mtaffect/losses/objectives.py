@@ -213,8 +213,10 @@ def teacher_objective(
         for head in PRIMARY_HEADS[name]:
             mask = _label_mask(tg, head, out.expression.device)
             sup = _supervision(head, out, tg, mask, cfg)
+            term = sum(sup.values())
             parts.update({f"{dim}/{name}": value for dim, value in sup.items()})
-            head_terms[head].append((sum(sup.values()), mask.any()))
+            parts[f"head_{head}/{name}"] = term
+            head_terms[head].append((term, mask.any()))
     if anchor is None:
         raise ValueError("teacher_objective needs at least one task set")
     loss = _total(head_terms, cfg, anchor)
