@@ -65,8 +65,19 @@ def write_cache(folder: Path, index: pd.DataFrame, n_draws: int = 9) -> object:
         mm.flush()
         del mm
     draws = [d.__dict__ for d in default_draws()][:n_draws]
-    write_json(folder / "meta.json", {"format": 1, "key": "bench", "draws": draws, "size": 112, "resized": 134,
-                                      "n_frames": len(frames), "dim": 128, "complete": True})
+    write_json(
+        folder / "meta.json",
+        {
+            "format": 1,
+            "key": "bench",
+            "draws": draws,
+            "size": 112,
+            "resized": 134,
+            "n_frames": len(frames),
+            "dim": 128,
+            "complete": True,
+        },
+    )
     return FeatureCache(folder)
 
 
@@ -133,8 +144,11 @@ def main() -> None:
             ours[name] = (timing.median_s / args.steps, timing)
         cnn_frame, cnn_timing = resnet50_seconds_per_frame(64, args.cnn_reps)
     frames_per_model = 2 * 16 * 32  # 2 task sets × 16 windows × 32 frames
-    result = {"threads": args.threads, "resnet50_frames_per_s": 1.0 / cnn_frame,
-              "resnet50_quiet_reps": f"{cnn_timing.kept}/{cnn_timing.total}"}
+    result = {
+        "threads": args.threads,
+        "resnet50_frames_per_s": 1.0 / cnn_frame,
+        "resnet50_quiet_reps": f"{cnn_timing.kept}/{cnn_timing.total}",
+    }
     for name, (step, timing) in ours.items():
         cnn_models = 2 if name == "student" else 1
         authors = step + cnn_models * frames_per_model * cnn_frame

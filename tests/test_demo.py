@@ -15,9 +15,15 @@ def test_reduced_demo_runs_the_whole_chain(tmp_path):
     out = tmp_path / "demo"
     lines: list[str] = []
     result = run_demo(out, preset="tiny", overrides=FAST, video_frames=40, log=lines.append)
-    for name in ("index.parquet", "final.safetensors", "summary.json", "runs/ablations.md",
-                 "evaluation/gru_student/scores.csv", "evaluation/cnn_student/confusion.png",
-                 "video/predictions.csv"):
+    for name in (
+        "index.parquet",
+        "final.safetensors",
+        "summary.json",
+        "runs/ablations.md",
+        "evaluation/gru_student/scores.csv",
+        "evaluation/cnn_student/confusion.png",
+        "video/predictions.csv",
+    ):
         assert (out / name).exists(), name
     assert "Table 1" in result.ablations and "Table 3" in result.ablations
     assert "affwild2" in set(result.evaluation["gru_student"]["database"])
