@@ -168,6 +168,7 @@ def summarize(index: pd.DataFrame) -> dict[str, Any]:
     has_va = index["valence"].notna().to_numpy(dtype=bool)
     db_codes, dbs = pd.factorize(index["database"], sort=False)
     split_codes, splits = pd.factorize(index["split"], sort=False)
+    track_codes, _ = pd.factorize(index["track"], sort=False)
     for d, database in enumerate(dbs):
         for s, split in enumerate(splits):
             mask = (db_codes == d) & (split_codes == s)
@@ -182,7 +183,7 @@ def summarize(index: pd.DataFrame) -> dict[str, Any]:
                 "expression_rows": int((~np.isnan(e)).sum()),
                 "va_rows": int(has_va[mask].sum()),
                 "both_rows": int((~np.isnan(e) & has_va[mask]).sum()),
-                "tracks": int(pd.unique(index["track"].to_numpy()[mask]).size),
+                "tracks": int(np.unique(track_codes[mask]).size),
             }
             frames.setdefault(str(database), {})[str(split)] = entry
     return {"frames": frames, "rows": int(len(index))}

@@ -168,8 +168,9 @@ def make_records(n: int | None = None, **columns: Any) -> pd.DataFrame:
     if unknown:
         raise ValueError(f"unknown record columns: {sorted(unknown)}")
     data = {name: _as_column(columns.get(name), dtype, n) for name, dtype in COLUMNS.items()}
-    df = pd.DataFrame(data)
-    return df.astype({k: v for k, v in COLUMNS.items() if v != "object"})
+    df = pd.DataFrame(data, copy=False)
+    wrong = {k: v for k, v in COLUMNS.items() if v != "object" and str(df[k].dtype) != v}
+    return df.astype(wrong) if wrong else df
 
 
 def empty_records() -> pd.DataFrame:
