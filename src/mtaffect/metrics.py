@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mtaffect.labels import NUM_EXPRESSIONS
 
@@ -113,13 +114,13 @@ def _class_pair(y_true, y_pred, n_classes: int) -> tuple[np.ndarray, np.ndarray]
 # ----------------------------------------------------------------------------- expression
 
 
-def confusion_matrix(y_true, y_pred, n_classes: int = NUM_EXPRESSIONS) -> np.ndarray:
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int = NUM_EXPRESSIONS) -> np.ndarray:
     """Counts ``(n_classes, n_classes)`` int64: row = true class, column = predicted class."""
     t, p = _class_pair(y_true, y_pred, n_classes)
     return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def f1_per_class(y_true, y_pred, n_classes: int = NUM_EXPRESSIONS) -> np.ndarray:
+def f1_per_class(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int = NUM_EXPRESSIONS) -> np.ndarray:
     """F1 of each class ``(n_classes,)`` = 2·TP / (2·TP + FP + FN); 0 where the class is in neither array."""
     cm = confusion_matrix(y_true, y_pred, n_classes)
     tp = np.diag(cm).astype(np.float64)
@@ -134,7 +135,9 @@ def _present(t: np.ndarray, p: np.ndarray, n_classes: int) -> np.ndarray:
     return present
 
 
-def macro_f1(y_true, y_pred, *, average: str = "present", n_classes: int = NUM_EXPRESSIONS) -> float:
+def macro_f1(
+    y_true: ArrayLike, y_pred: ArrayLike, *, average: str = "present", n_classes: int = NUM_EXPRESSIONS
+) -> float:
     """Macro F1: mean per-class F1 over the classes in truth or prediction ("present") or all classes."""
     t, p = _class_pair(y_true, y_pred, n_classes)
     _non_empty(t, "F1")
@@ -146,7 +149,7 @@ def macro_f1(y_true, y_pred, *, average: str = "present", n_classes: int = NUM_E
     raise ValueError(f"average must be 'present' or 'all', got {average!r}")
 
 
-def accuracy(y_true, y_pred, n_classes: int = NUM_EXPRESSIONS) -> float:
+def accuracy(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int = NUM_EXPRESSIONS) -> float:
     """Fraction of frames whose predicted class equals the true class."""
     t, p = _class_pair(y_true, y_pred, n_classes)
     _non_empty(t, "accuracy")
@@ -154,7 +157,7 @@ def accuracy(y_true, y_pred, n_classes: int = NUM_EXPRESSIONS) -> float:
 
 
 def expr_score(
-    y_true, y_pred, *, average: str = "present", n_classes: int = NUM_EXPRESSIONS
+    y_true: ArrayLike, y_pred: ArrayLike, *, average: str = "present", n_classes: int = NUM_EXPRESSIONS
 ) -> dict[str, float]:
     """ABAW expression score: ``{"f1", "accuracy", "score" = 0.67·f1 + 0.33·accuracy}``.
 
@@ -169,7 +172,7 @@ def expr_score(
 # ----------------------------------------------------------------------------- valence / arousal
 
 
-def ccc(x, y) -> float:
+def ccc(x: ArrayLike, y: ArrayLike) -> float:
     """Concordance correlation coefficient with population statistics; 0.0 where undefined (module doc)."""
     a, b = _pair(x, y)
     if a.size < 2:
@@ -183,7 +186,7 @@ def ccc(x, y) -> float:
     return float(2.0 * covariance / denominator)
 
 
-def pcc(x, y) -> float:
+def pcc(x: ArrayLike, y: ArrayLike) -> float:
     """Pearson correlation coefficient; 0.0 when fewer than 2 samples or either series is constant."""
     a, b = _pair(x, y)
     if a.size < 2:
@@ -195,21 +198,23 @@ def pcc(x, y) -> float:
     return float(np.clip(np.sum(da * db) / denominator, -1.0, 1.0))
 
 
-def rmse(x, y) -> float:
+def rmse(x: ArrayLike, y: ArrayLike) -> float:
     """Root mean squared error."""
     a, b = _pair(x, y)
     _non_empty(a, "RMSE")
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
-def sagr(x, y) -> float:
+def sagr(x: ArrayLike, y: ArrayLike) -> float:
     """Sign agreement: fraction of frames where ``np.sign(x) == np.sign(y)`` (0 is its own sign)."""
     a, b = _pair(x, y)
     _non_empty(a, "SAGR")
     return float(np.mean(np.sign(a) == np.sign(b)))
 
 
-def va_scores(true_valence, pred_valence, true_arousal, pred_arousal) -> dict[str, float]:
+def va_scores(
+    true_valence: ArrayLike, pred_valence: ArrayLike, true_arousal: ArrayLike, pred_arousal: ArrayLike
+) -> dict[str, float]:
     """All valence/arousal scores over frames concatenated.
 
     Returns ``ccc_valence``, ``ccc_arousal``, ``ccc_mean`` (the ABAW VA criterion), and ``pcc_*``,

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["Windows", "plan_windows", "runs", "stitch"]
 
@@ -59,7 +60,7 @@ class Windows:
     def __len__(self) -> int:
         return int(self.positions.shape[0])
 
-    def take(self, array: np.ndarray) -> np.ndarray:
+    def take(self, array: ArrayLike) -> np.ndarray:
         """Gather a per-position array ``(N, ...)`` into windows ``(W, length, ...)``."""
         array = np.asarray(array)
         if array.shape[0] != self.n_positions:
@@ -71,7 +72,7 @@ class Windows:
         return np.bincount(self.positions[self.valid], minlength=self.n_positions)
 
 
-def runs(frames: np.ndarray, *, on_gap: str = "split") -> list[tuple[int, int]]:
+def runs(frames: ArrayLike, *, on_gap: str = "split") -> list[tuple[int, int]]:
     """Contiguous runs of a sorted frame-number array as ``[(start, stop), ...]`` position ranges."""
     frames = _check_frames(frames)
     if on_gap not in GAP_POLICIES:
@@ -111,7 +112,7 @@ def _run_starts(n: int, length: int, stride: int) -> np.ndarray:
 
 
 def plan_windows(
-    frames,
+    frames: ArrayLike,
     length: int = 32,
     stride: int = 16,
     *,
@@ -157,7 +158,7 @@ def plan_windows(
     return Windows(np.concatenate(positions).astype(np.int64), np.concatenate(valid), int(frames.shape[0]))
 
 
-def stitch(values, windows: Windows, n_positions: int | None = None) -> np.ndarray:
+def stitch(values: ArrayLike, windows: Windows, n_positions: int | None = None) -> np.ndarray:
     """Average per-step window outputs back onto positions: one row per position, in order.
 
     values: (W, length, C) or (W, length) per-step outputs (logits, probabilities, VA values).
