@@ -266,3 +266,15 @@ def test_masked_mean_and_unselected_garbage() -> None:
     )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_ccc_with_mask_equals_ccc_of_the_selected_frames(unbiased: bool) -> None:
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.rand(20, generator=g, dtype=torch.float64), torch.rand(20, generator=g, dtype=torch.float64)
+    mask = torch.rand(20, generator=g) > 0.4
+    y_garbage = torch.where(mask, y, torch.full_like(y, float("nan")))
+    expected = ccc_torch(x[mask], y[mask], unbiased=unbiased)
+    assert ccc_torch(x, y_garbage, mask, unbiased=unbiased).item() == pytest.approx(
+        expected.item(), abs=1e-12
+    )
