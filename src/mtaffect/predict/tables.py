@@ -126,7 +126,7 @@ class TableWriter:
         if df.empty:
             return
         if self._csv is not None:
-            df.to_csv(self._csv, header=self._header, index=False, lineterminator="\n")
+            df.to_csv(self._csv, header=self._header, index=False, lineterminator="\n", float_format="%.6g")
             self._header = False
             self._csv.flush()
         if self._pq is not None:
