@@ -150,9 +150,16 @@ def cache_keys(index: pd.DataFrame) -> np.ndarray:
 
 
 def row_methods(index: pd.DataFrame) -> np.ndarray:
-    has_marks = index["landmarks"].map(lambda v: v is not None and len(v) >= 136).to_numpy(dtype=bool)
-    has_box = index[["box_x0", "box_y0", "box_x1", "box_y1"]].notna().all(axis=1).to_numpy(dtype=bool)
-    dbs = index["database"].astype(str).to_numpy()
-    return np.array([crop_method(d, m, b) for d, m, b in zip(dbs, has_marks, has_box)], dtype=object)
-
-
+    """:func:`crop_method` of every row (object array); vectorised per database."""
+    codes, names = pd.factorize(index["database"].astype(str), sort=False)
+    out = np.empty(len(index), dtype=object)
+    for k, name in enumerate(names):
+        sel = codes == k
+        if name in DIRECT_DATABASES or name in CROP_METHODS:
+            out[sel] = crop_method(name, False, False)
+            continue
+        sub = index[sel]
+        has_marks = sub["landmarks"].map(lambda v: v is not None and len(v) >= 136).to_numpy(dtype=bool)
+        has_box = sub[["box_x0", "box_y0", "box_x1", "box_y1"]].notna().all(axis=1).to_numpy(dtype=bool)
+        out[sel] = [crop_method(name, m, b) for m, b in zip(has_marks, has_box)]
+    return out

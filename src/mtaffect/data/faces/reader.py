@@ -38,14 +38,14 @@ class FaceReader:
         roots = {k: Path(v) for k, v in (meta.get("roots") or {}).items()}
         methods = row_methods(index)
         self.direct = methods == "direct"
-        images = index["image"].astype(str).to_numpy(dtype=object)
-        dbs = index["database"].astype(str).to_numpy(dtype=object)
-        self.paths = np.empty(self.n, dtype=object)
-        for i in np.flatnonzero(self.direct):
-            root = roots.get(dbs[i])
-            if root is None:
-                raise UserError(f"the index metadata has no root for database {dbs[i]!r}")
-            self.paths[i] = str(root / images[i])
+        self._images = index["image"].astype(str).to_numpy(dtype=object)
+        codes, names = pd.factorize(index["database"].astype(str), sort=False)
+        self._db = codes.astype(np.int32)
+        self._roots = [str(roots.get(name, "")) for name in names]
+        for k, name in enumerate(names):
+            if name not in roots and self.direct[codes == k].any():
+                raise UserError(f"the index metadata has no root for database {name!r}")
+        dbs = np.asarray(names, dtype=object)[codes]
         self.store: CacheStore | None = None
         self.entry = np.full(self.n, -1, dtype=np.int64)
         self.valid = np.ones(self.n, dtype=bool)
@@ -64,8 +64,10 @@ class FaceReader:
             bad = status != 0
             self.valid[cached[bad]] = False
             self.reason[cached[bad]] = [("not_in_cache" if s < 0 else STATUS[s]) for s in status[bad]]
-            for i in cached:
-                self.paths[i] = str(roots.get(dbs[i], Path(".")) / images[i])
+
+    def path(self, row: int) -> str:
+        """The source image file of index position ``row``."""
+        return f"{self._roots[self._db[row]]}/{self._images[row]}"
 
     def read(self, rows: np.ndarray | list[int]) -> np.ndarray:
         """Faces of index positions ``rows``: uint8 (len(rows), size, size, 3) RGB, in order."""
@@ -75,7 +77,7 @@ class FaceReader:
         if bad:
             r = bad[0]
             message = f"{self.reason[r]} ({len(bad)} of the requested rows)"
-            raise UnreadableFaceError(self.paths[r], message, bad)
+            raise UnreadableFaceError(self.path(r), message, bad)
         cached = ~self.direct[rows]
         if cached.any():
             assert self.store is not None
@@ -85,7 +87,7 @@ class FaceReader:
         return out
 
     def _read_file(self, row: int) -> np.ndarray:
-        path = self.paths[row]
+        path = self.path(row)
         try:
             with open(path, "rb") as handle:
                 data = handle.read()
