@@ -138,3 +138,14 @@ def test_cli_index(roots, tmp_path, capsys):
         == 0
     )
     assert json.loads((tmp_path / "s.json").read_text())["cross_split"]["policy"] == "exclude-train"
+
+
+def test_cross_task_test_overlap_reported(tmp_path):
+    root = fx.affwild2_video59(tmp_path / "aw")
+    fx.write(root / "test_set_VA_Challenge.txt", "video59_right\nnever_seen\n")
+    index, meta = build_index({"affwild2": root})
+    assert meta["summary"]["test_overlap"]["test_set_VA_Challenge.txt"] == ["video59_right"]
+    test_rows = index[(index["split"] == "test") & (index["track"] == "video59_right")]
+    assert len(test_rows) == 6 and test_rows["expression"].isna().all()
+    assert meta["summary"]["skipped"]["affwild2"]["track_without_image_folder"] == 1
+    assert "also have train/validation labels" in format_summary(meta["summary"])
