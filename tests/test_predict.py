@@ -273,24 +273,18 @@ def test_extract_faces_and_cropped_prediction(checkpoints, media_dir, tmp_path) 
     assert main(["extract-faces", str(tmp_path / "pair.mp4"), "--out", str(two)]) == 0
     names = sorted(p.name for p in two.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert names == ["pair_left", "pair_right"]
-    # --cropped: the folders are tracks; frames = image number − 1; gaps are kept
+    # --cropped: the folders are tracks; frames = image number − 1; gaps are kept; a corrupt crop
+    # is reported and becomes a gap
     (out / "solo" / "00004.jpg").unlink()
+    (out / "solo" / "00006.jpg").write_bytes(b"corrupt")
     preds = tmp_path / "preds"
-    assert (
-        main(
-            [
-                "predict",
-                str(out / "solo"),
-                "--cropped",
-                "--checkpoint",
-                str(checkpoints["cnn_gru"]),
-                "--out",
-                str(preds),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    args = ["predict", str(out / "solo"), "--cropped", "--checkpoint", str(checkpoints["cnn_gru"])]
+    assert main(args + ["--out", str(preds), "--quiet"]) == 1
     df = pd.read_parquet(preds / "solo" / "predictions.parquet")
-    assert df["frame"].tolist() == [0, 1, 2, 4, 5, 6, 7]
+    assert df["frame"].tolist() == [0, 1, 2, 4, 6, 7]
+    report = json.loads((preds / "report.json").read_text())
+    assert {Path(e["input"]).name: e["status"] for e in report["inputs"]} == {
+        "solo": "ok",
+        "00006.jpg": "error",
+    }
     shutil.rmtree(out / "solo")

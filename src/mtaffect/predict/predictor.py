@@ -100,6 +100,7 @@ class Predictor:
         self.eval_resize = eval_resize
         self._post = eval_zoom(model.size, eval_resize) if eval_resize != 1.0 else None
         self.last_report: RunReport | None = None
+        self.last_skipped: list[tuple[str, str]] = []
 
     @classmethod
     def from_checkpoint(
@@ -129,9 +130,14 @@ class Predictor:
     def crops(self, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
         """The model-input crops of faces in ``image`` (alignment + evaluation zoom), uint8 NHWC."""
         return align_faces(
-            image, boxes, landmarks, size=self.model.size, template=self.template,
-            scale=self.crop_scale, post=self._post,
-        )  # fmt: skip
+            image,
+            boxes,
+            landmarks,
+            size=self.model.size,
+            template=self.template,
+            scale=self.crop_scale,
+            post=self._post,
+        )
 
     # ------------------------------------------------------------------ videos
     def predict_video(self, path: str | Path, **kwargs) -> pd.DataFrame:
@@ -296,7 +302,7 @@ class Predictor:
                     probabilities=dec["probabilities"],
                     valence=dec["valence"],
                     arousal=dec["arousal"],
-                )  # fmt: skip
+                )
             )
         return pd.concat(parts, ignore_index=True) if parts else empty_table()
 
@@ -320,15 +326,19 @@ class Predictor:
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
             raise ValueError(f"crops must be uint8 (n, H, W, 3) RGB, got {crops.dtype} {crops.shape}")
         return self._predict_crop_chunks(
-            (crops[i : i + chunk] for i in range(0, len(crops), chunk)), len(crops),
-            frames=frames, input=input, temporal=temporal,
-        )  # fmt: skip
+            (crops[i : i + chunk] for i in range(0, len(crops), chunk)),
+            len(crops),
+            frames=frames,
+            input=input,
+            temporal=temporal,
+        )
 
     def predict_crop_folder(self, folder: str | Path, *, temporal: bool | None = None) -> pd.DataFrame:
         """An Aff-Wild2 ``cropped_aligned/<track>`` folder (``NNNNN.jpg``, 1-based) as one track.
 
         Rows carry ``frame`` = image number − 1 (the 0-based video frame). Files whose stem is not a
-        number are ignored; unreadable images raise :class:`InputFormatError` naming the file.
+        number are ignored; an unreadable image is skipped (a gap, like a frame without a face) and
+        listed in ``last_skipped`` as ``(path, message)``.
         """
         folder = Path(folder)
         files = sorted(
@@ -336,27 +346,35 @@ class Predictor:
         )
         if not files:
             raise InputFormatError(folder, "no NNNNN.jpg face images in this folder")
-        numbers = np.array([int(p.stem) - 1 for p in files])
         size = self.model.size
+        self.last_skipped = []
+        good: list[int] = []
 
         def chunks() -> Iterator[np.ndarray]:
             for i in range(0, len(files), 256):
                 batch = []
                 for p in files[i : i + 256]:
-                    img = read_image(p)
+                    try:
+                        img = read_image(p)
+                    except InputFormatError as err:
+                        self.last_skipped.append((str(p), str(err)))
+                        continue
                     if img.shape[:2] != (size, size):
                         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
                     batch.append(img)
-                yield np.stack(batch)
+                    good.append(int(p.stem) - 1)
+                if batch:
+                    yield np.stack(batch)
 
-        return self._predict_crop_chunks(
-            chunks(), len(files), frames=numbers, input=str(folder), temporal=temporal
-        )
+        logits = self._cnn_chunks(chunks())
+        return self._crop_table(logits, np.array(good, np.int64), input=str(folder), temporal=temporal)
 
     def _predict_crop_chunks(self, chunks, n, *, frames, input, temporal) -> pd.DataFrame:
-        temporal = self.temporal if temporal is None else temporal
-        if temporal and not self.temporal:
-            raise ValueError("temporal=True needs a checkpoint with a GRU")
+        frames = np.arange(n) if frames is None else np.asarray(frames, np.int64)
+        return self._crop_table(self._cnn_chunks(chunks), frames, input=input, temporal=temporal)
+
+    def _cnn_chunks(self, chunks) -> list[dict[str, np.ndarray]]:
+        """CNN outputs of chunks of crops, after the evaluation transform."""
         size = self.model.size
         logits: list[dict[str, np.ndarray]] = []
         for part in chunks:
@@ -367,7 +385,13 @@ class Predictor:
                     [cv2.warpAffine(c, self._post, (size, size), flags=cv2.INTER_LINEAR) for c in part]
                 )
             logits.append(self.model.frames(part))
-        frames = np.arange(n) if frames is None else np.asarray(frames, np.int64)
+        return logits
+
+    def _crop_table(self, logits, frames: np.ndarray, *, input: str, temporal: bool | None) -> pd.DataFrame:
+        temporal = self.temporal if temporal is None else temporal
+        if temporal and not self.temporal:
+            raise ValueError("temporal=True needs a checkpoint with a GRU")
+        n = len(frames)
         if n == 0:
             return empty_table()
         out = {k: np.concatenate([lg[k] for lg in logits]) for k in logits[0]}
@@ -385,10 +409,16 @@ class Predictor:
             dec = self.model.decode(out)
             probs, val, aro = dec["probabilities"], dec["valence"], dec["arousal"]
         return make_table(
-            input=input, frame=frames, time=np.full(n, np.nan), track_id=np.zeros(n, np.int64),
-            boxes=np.full((n, 4), np.nan), det_score=np.full(n, np.nan), probabilities=probs,
-            valence=val, arousal=aro,
-        )  # fmt: skip
+            input=input,
+            frame=frames,
+            time=np.full(n, np.nan),
+            track_id=np.zeros(n, np.int64),
+            boxes=np.full((n, 4), np.nan),
+            det_score=np.full(n, np.nan),
+            probabilities=probs,
+            valence=val,
+            arousal=aro,
+        )
 
 
 def _rows(name: str, records: list[tuple[int, int, object]]) -> pd.DataFrame:
@@ -408,7 +438,7 @@ def _rows(name: str, records: list[tuple[int, int, object]]) -> pd.DataFrame:
                 probabilities=vals[:, :7],
                 valence=vals[:, 7],
                 arousal=vals[:, 8],
-            )  # fmt: skip
+            )
         )
     if empty:
         parts.append(

@@ -113,6 +113,8 @@ def predict_inputs(
             except InputFormatError as err:
                 record({"input": str(folder), "status": "error", "error": str(err)})
                 continue
+            for path, msg in predictor.last_skipped:
+                record({"input": path, "status": "error", "error": msg})
             with TableWriter(target / "predictions") as writer:
                 writer.write(df)
             if plots:
