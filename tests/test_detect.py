@@ -108,3 +108,18 @@ def test_alignment_puts_landmarks_on_the_template(mtcnn: MTCNN, media_dir) -> No
         np.testing.assert_allclose(again.landmarks[0][:2] - 40, template_points("arcface", 112)[:2], atol=6)
     box_only = align_faces(image, det.boxes, None, size=64)
     assert box_only.shape == (5, 64, 64, 3)
+
+
+def test_onnx_cascade_matches_torch(media_dir, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("MTAFFECT_CACHE", str(tmp_path))
+    fast, ref = MTCNN(backend="onnx"), MTCNN(backend="torch")
+    assert fast.backend == "onnx" and ref.backend == "torch"
+    image = read_image(media_dir / "multi_face.jpg")
+    a, b = fast.detect(image), ref.detect(image)
+    assert len(a) == len(b) == 5
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
+    np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-2)
+    np.testing.assert_allclose(
+        fast.redetect(image, a.boxes).scores, ref.redetect(image, a.boxes).scores, atol=1e-4
+    )

@@ -235,6 +235,7 @@ class MTCNN:
         factor: float = 0.709,
         max_size: int = 1280,
         weights_dir: str | Path | None = None,
+        backend: str = "auto",
     ) -> None:
         folder = Path(weights_dir) if weights_dir else mtcnn_weights_dir()
         self.pnet, self.rnet, self.onet = _PNet(), _RNet(), _ONet()
@@ -243,6 +244,61 @@ class MTCNN:
             net.eval()
         self.min_face, self.thresholds, self.factor, self.max_size = min_face, thresholds, factor, max_size
         self.has_landmarks = True
+        self.sessions: dict[str, object] = {}
+        if backend not in ("auto", "torch", "onnx"):
+            raise UserError(f"unknown detector backend {backend!r}")
+        if backend == "onnx" or (backend == "auto" and importlib.util.find_spec("onnxruntime") is not None):
+            self.sessions = self._onnx_sessions(folder)
+        self.backend = "onnx" if self.sessions else "torch"
+
+    def _onnx_sessions(self, folder: Path) -> dict[str, object]:
+        """The three nets on onnxruntime (one thread each: tiny nets, per-op overhead dominates in
+        eager torch). Exported once per weight file into the mtaffect cache."""
+        import hashlib
+        import warnings
+
+        import onnxruntime as ort
+
+        from mtaffect.io import atomic_path
+        from mtaffect.predict.runtime import cache_dir
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        sessions = {}
+        specs = {
+            "pnet": (self.pnet, (1, 3, 24, 24), ["prob", "reg"], {0: "n", 2: "h", 3: "w"}),
+            "rnet": (self.rnet, (2, 3, 24, 24), ["prob", "reg"], {0: "n"}),
+            "onet": (self.onet, (2, 3, 48, 48), ["prob", "reg", "marks"], {0: "n"}),
+        }
+        for name, (net, shape, outputs, axes) in specs.items():
+            digest = hashlib.sha256((folder / f"{name}.pt").read_bytes()).hexdigest()[:16]
+            path = cache_dir() / "onnx" / f"mtcnn-{name}-{digest}.onnx"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                out_axes = {
+                    k: ({0: "n", 1: "h", 2: "w"} if name == "pnet" and k == "prob" else axes) for k in outputs
+                }
+                with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    torch.onnx.export(
+                        net,
+                        (torch.zeros(shape),),
+                        str(tmp),
+                        input_names=["x"],
+                        output_names=outputs,
+                        dynamic_axes={"x": axes, **out_axes},
+                        opset_version=17,
+                        dynamo=False,
+                    )
+            sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return sessions
+
+    def _run(self, name: str, x: torch.Tensor) -> list[np.ndarray]:
+        session = self.sessions.get(name)
+        if session is not None:
+            return session.run(None, {"x": x.numpy()})
+        return [t.numpy() for t in getattr(self, name)(x)]
 
     # -- stages
     def _pyramid(self, h: int, w: int) -> list[float]:
@@ -273,8 +329,8 @@ class MTCNN:
             # each level from the previous one: area averaging over a few pixels instead of many
             level = cv2.resize(source, (sw, sh), interpolation=cv2.INTER_AREA)
             source = level
-            prob, reg = self.pnet(_to_input(level[None]))
-            prob, reg = prob[0].numpy(), reg[0].numpy()
+            prob, reg = self._run("pnet", _to_input(level[None]))
+            prob, reg = prob[0], reg[0]
             ys, xs = np.nonzero(prob >= self.thresholds[0])
             if len(ys) == 0:
                 continue
@@ -289,8 +345,7 @@ class MTCNN:
         return cand[nms(cand[:, :4], cand[:, 4], 0.7)]
 
     def _refine(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        prob, reg = self.rnet(_to_input(_crops(image, _square(boxes), 24)))
-        prob, reg = prob.numpy(), reg.numpy()
+        prob, reg = self._run("rnet", _to_input(_crops(image, _square(boxes), 24)))
         sq = _square(boxes)
         keep = prob >= self.thresholds[1]
         cand = np.concatenate([_calibrate(sq[keep], reg[keep]), prob[keep, None]], axis=1)
@@ -298,7 +353,7 @@ class MTCNN:
 
     def _output(self, image: np.ndarray, boxes: np.ndarray, threshold: float) -> Detections:
         sq = _square(boxes)
-        prob, reg, marks = (t.numpy() for t in self.onet(_to_input(_crops(image, sq, 48))))
+        prob, reg, marks = self._run("onet", _to_input(_crops(image, sq, 48)))
         keep = prob >= threshold
         sq, reg, marks, prob = sq[keep], reg[keep], marks[keep], prob[keep]
         w, h = sq[:, 2:3] - sq[:, 0:1], sq[:, 3:4] - sq[:, 1:2]
@@ -342,7 +397,7 @@ class MTCNN:
             return Detections.empty()
         thr = self.thresholds[2] if threshold is None else threshold
         sq = _square(boxes)
-        prob, reg, marks = (t.numpy() for t in self.onet(_to_input(_crops(small, sq, 48))))
+        prob, reg, marks = self._run("onet", _to_input(_crops(small, sq, 48)))
         w, h = sq[:, 2:3] - sq[:, 0:1], sq[:, 3:4] - sq[:, 1:2]
         lm = np.stack([sq[:, 0:1] + marks[:, :5] * w, sq[:, 1:2] + marks[:, 5:] * h], axis=2)
         det = Detections(
@@ -396,11 +451,14 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 
 def make_detector(
-    name: str = "mtcnn", *, min_face: float = 40.0, max_size: int = 1280
+    name: str = "mtcnn", *, min_face: float = 40.0, max_size: int = 1280, backend: str = "auto"
 ) -> MTCNN | HaarDetector:
-    """``"mtcnn"`` (default, landmarks) or ``"haar"`` (fallback, boxes only)."""
+    """``"mtcnn"`` (default, landmarks) or ``"haar"`` (fallback, boxes only).
+
+    backend: MTCNN's nets on ``"onnx"`` (onnxruntime), ``"torch"``, or ``"auto"`` (onnx if installed).
+    """
     if name == "mtcnn":
-        return MTCNN(min_face=min_face, max_size=max_size)
+        return MTCNN(min_face=min_face, max_size=max_size, backend=backend)
     if name == "haar":
         return HaarDetector(min_face=min_face, max_size=max_size)
     raise UserError(f"unknown detector {name!r}: choose mtcnn or haar")
