@@ -1,0 +1,168 @@
+"""End-to-end prediction speed on a real video, its stage shares, and the model-alone ratio.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_predict [--video PATH] [--reps 3]
+
+Uses ResNet-50 (Caffe/FER+ layout) checkpoints with random weights (timing does not depend on the
+weights): a CNN and a CNN+GRU. For each configuration it times ``Predictor.predict_video`` over the
+whole video (decode thread + MTCNN every N frames + O-Net tracking + alignment + model) with
+:func:`benchmarks._timing.time_quiet`, and reports frames/s and the share of each stage. "Model
+alone" runs the same model on the same crops (collected once from the video) in the same batches,
+without decode or detection; the ratio end-to-end / model-alone is the pipeline's efficiency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks._timing import time_quiet  # noqa: E402
+from mtaffect.checkpoint import save_checkpoint  # noqa: E402
+from mtaffect.models import create_model  # noqa: E402
+from mtaffect.predict.detect import MTCNN  # noqa: E402
+from mtaffect.predict.media import VideoReader  # noqa: E402
+from mtaffect.predict.predictor import Predictor  # noqa: E402
+from mtaffect.predict.track import FaceTracker  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_checkpoints(folder: Path) -> dict[str, Path]:
+    torch.manual_seed(0)
+    out = {}
+    for kind, cfg in (
+        ("cnn", {"backbone": "resnet50_caffe"}),
+        ("cnn_gru", {"cnn": {"backbone": "resnet50_caffe"}, "gru": {}}),
+    ):
+        path = folder / f"r50_{kind}.safetensors"
+        if not path.is_file():
+            save_checkpoint(path, create_model(kind, cfg))
+        out[kind] = path
+    return out
+
+
+def collect_crops(predictor: Predictor, video: str) -> np.ndarray:
+    tracker = FaceTracker(predictor.detector, detect_every=predictor.detect_every)
+    crops = []
+    for fr in VideoReader(video):
+        faces = tracker.update(fr.image)
+        if faces:
+            lms = None if faces[0].landmarks is None else np.stack([f.landmarks for f in faces])
+            crops.append(predictor.crops(fr.image, np.stack([f.box for f in faces]), lms))
+    return np.concatenate(crops)
+
+
+def bench(kind: str, ckpt: Path, backend: str, detect_every: int, video: str, reps: int) -> dict:
+    predictor = Predictor.from_checkpoint(ckpt, backend=backend, detect_every=detect_every)
+    reports = []
+
+    def run() -> None:
+        predictor.predict_video(video)
+        reports.append(predictor.last_report)
+
+    timing = time_quiet(run, reps=reps, warmup=1, max_tries=reps + 2)
+    rep = reports[-1]
+    frames = rep.frames
+    stages = {k: float(np.median([r.seconds.get(k, 0.0) for r in reports[1:]])) for k in rep.seconds}
+    crops = collect_crops(predictor, video)
+    bs = predictor.batch_size
+
+    def model_alone() -> None:
+        for i in range(0, len(crops), bs):
+            out = predictor.model.frames(crops[i : i + bs])
+            if predictor.temporal:
+                continue
+            predictor.model.decode(out)
+
+    model_timing = time_quiet(model_alone, reps=reps, warmup=1, max_tries=reps + 2)
+    if predictor.temporal:  # add the GRU windows over the embeddings, as the pipeline does
+        from mtaffect.predict.temporal import predict_track
+
+        emb = predictor.model.frames(crops[:1])
+        ex = np.repeat(emb["emb_expr"], len(crops), 0)
+        va = np.repeat(emb["emb_va"], len(crops), 0)
+        gru = time_quiet(lambda: predict_track(predictor.model, ex, va), reps=reps, warmup=1).median_s
+    else:
+        gru = 0.0
+    model_s = model_timing.median_s + gru
+    e2e_fps = frames / timing.median_s
+    model_fps = len(crops) / model_s
+    return {
+        "checkpoint": kind,
+        "backend": predictor.model.backend,
+        "detect_every": detect_every,
+        "frames": frames,
+        "faces": len(crops),
+        "e2e_s": timing.median_s,
+        "e2e_fps": e2e_fps,
+        "quiet_reps": f"{timing.kept}/{timing.total}",
+        "model_alone_fps": model_fps,
+        "ratio": e2e_fps / model_fps,
+        "model_quiet_reps": f"{model_timing.kept}/{model_timing.total}",
+        "stage_seconds": stages,
+        "stage_share": {k: v / timing.median_s for k, v in stages.items()},
+        "detector_calls": rep.detector_calls,
+        "detector_backend": getattr(predictor.detector, "backend", "haar"),
+    }
+
+
+def bench_detector(video: str) -> dict:
+    """MTCNN full detection alone on the video's frames (per call), and the O-Net update."""
+    det = MTCNN()
+    frames = [fr.image for k, fr in enumerate(VideoReader(video)) if k % 20 == 0]
+    full = time_quiet(lambda: [det.detect(f) for f in frames], reps=3).median_s / len(frames)
+    boxes = [det.detect(f).boxes for f in frames]
+    upd = time_quiet(lambda: [det.redetect(f, b) for f, b in zip(frames, boxes)], reps=3).median_s / len(
+        frames
+    )
+    t0 = time.perf_counter()
+    n = sum(1 for _ in VideoReader(video, threaded=False))
+    decode = (time.perf_counter() - t0) / n
+    return {
+        "detector_backend": det.backend,
+        "mtcnn_detect_ms": full * 1e3,
+        "onet_update_ms": upd * 1e3,
+        "decode_rgb_ms": decode * 1e3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--video", default=str(ROOT / ".cache" / "media" / "WolfgangLanger_Pexels.mp4"))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--every", type=int, nargs="+", default=[1, 5, 10])
+    parser.add_argument("--torch", action="store_true", help="also time the eager torch backend")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("MTAFFECT_CACHE", str(ROOT / ".cache" / "mtaffect"))
+    folder = ROOT / ".cache" / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpts = make_checkpoints(folder)
+    results = {"video": args.video, "cpus": os.cpu_count(), "stages": bench_detector(args.video), "runs": []}
+    print(json.dumps(results["stages"], indent=1))
+    configs = [("cnn", "onnx", n) for n in args.every] + [("cnn_gru", "onnx", 5)]
+    if args.torch:
+        configs.append(("cnn", "torch", 5))
+    for kind, backend, every in configs:
+        r = bench(kind, ckpts[kind], backend, every, args.video, args.reps)
+        results["runs"].append(r)
+        print(json.dumps(r, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, dir=folder) as handle:
+            json.dump(results, handle, indent=1)
+            print(f"results: {handle.name}")
+
+
+if __name__ == "__main__":
+    main()
