@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mtaffect.errors import UserError
 from mtaffect.io import write_csv
 from mtaffect.train.state import STATE_FILE, EarlyStopping, load_state, restore_rng, save_state
 
@@ -175,7 +176,11 @@ def fit(
         return torch.autocast(device.type, dtype=amp_dtype)
 
     steps = data.steps_per_epoch()
-    epoch = start_epoch
+    if steps <= 0:
+        raise UserError(f"{desc}: an epoch has no training step (fewer samples than one batch per task set)")
+    # checking the loss forces a host-device sync: every step on CPU (free), every 10th on CUDA,
+    # where the running sum reveals a non-finite loss of any step since the last check
+    check_every = 10 if device.type == "cuda" else 1
     try:
         for epoch in range(start_epoch, epochs):
             if stopper.should_stop:  # a run that stopped early stays stopped; more epochs may be added
@@ -183,6 +188,7 @@ def fit(
             t0 = time.perf_counter()
             task.train()
             sums: dict[str, torch.Tensor] = {}
+            done_steps = 0
             bar = _progress(steps, f"{desc} epoch {epoch + 1}/{epochs}", progress and _is_main(rank))
             for step, batch in enumerate(data.epoch(epoch)):
                 if to_device is not None:
@@ -191,24 +197,25 @@ def fit(
                 with autocast():
                     losses = trainer(batch)
                 loss = losses["loss"]
-                if not torch.isfinite(loss):
+                for key, value in losses.items():
+                    if torch.is_tensor(value) and value.dim() == 0:
+                        sums[key] = sums.get(key, 0.0) + value.detach().float()
+                if step % check_every == 0 and not torch.isfinite(sums["loss"]):
                     raise FloatingPointError(
-                        f"{desc}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; parts: "
+                        f"{desc}: non-finite loss by epoch {epoch + 1}, step {step + 1}; this step's parts: "
                         + ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items() if v.dim() == 0)
                     )
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                for key, value in losses.items():
-                    if torch.is_tensor(value) and value.dim() == 0:
-                        sums[key] = sums.get(key, 0.0) + value.detach().float()
+                done_steps += 1
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{loss.item():.4f}")
             bar.close()
             _sync_buffers(model, world)
-            n_steps = max(1, steps)
-            row: dict[str, Any] = {"epoch": epoch + 1}
+            n_steps = max(1, done_steps)
+            row: dict[str, Any] = {"epoch": epoch + 1, "steps": done_steps}
             row.update({f"train_{k}": float(v) / n_steps for k, v in sums.items()})
             metrics: dict[str, float] = {}
             if _is_main(rank):
