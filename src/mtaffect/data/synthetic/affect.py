@@ -81,15 +81,30 @@ def random_light(rng: np.random.Generator) -> tuple[float, float, float]:
     return float(rng.uniform(-0.25, 0.25)), float(rng.uniform(-0.25, 0.25)), float(rng.uniform(0.8, 1.15))
 
 
+_NOISE_BANK = np.random.default_rng(20210801).standard_normal((640, 800)).astype(np.float32)
+"""Unit Gaussian noise shared by every image: a frame takes a window at a random offset (cheaper
+than drawing fresh normals, and just as deterministic)."""
+
+
 def finish(img: np.ndarray, rng: np.random.Generator, noise: float = 5.0,
            light: tuple[float, float, float] | None = None) -> np.ndarray:
     """Lighting gradient, gain and Gaussian sensor noise: returns a new uint8 image."""
     h, w = img.shape[:2]
     gx, gy, gain = light if light is not None else random_light(rng)
-    light = gain * (1.0 + gx * np.linspace(-1, 1, w)[None, :] + gy * np.linspace(-1, 1, h)[:, None])
-    out = img.astype(np.float32) * light[:, :, None].astype(np.float32)
-    out += rng.normal(0.0, noise, (h, w, 1)).astype(np.float32)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    rows, cols = np.linspace(-1, 1, h, dtype=np.float32), np.linspace(-1, 1, w, dtype=np.float32)
+    field = np.add.outer(gy * rows, gx * cols)
+    field = (field + 1.0) * np.float32(gain)
+    bh, bw = _NOISE_BANK.shape
+    if h <= bh and w <= bw:
+        y0, x0 = int(rng.integers(0, bh - h + 1)), int(rng.integers(0, bw - w + 1))
+        grain = _NOISE_BANK[y0 : y0 + h, x0 : x0 + w]
+    else:
+        grain = rng.standard_normal((h, w), dtype=np.float32)
+    out = img.astype(np.float32)
+    out *= field[:, :, None]
+    out += (grain * np.float32(noise))[:, :, None]
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
 
 
 class TrackLook:

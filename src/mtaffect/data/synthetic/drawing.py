@@ -189,14 +189,17 @@ def transform(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
+_CIRCLE = np.stack([np.cos(np.linspace(0, 2 * np.pi, 48, endpoint=False)),
+                    np.sin(np.linspace(0, 2 * np.pi, 48, endpoint=False))], 1)
+
+
 def _fix(points: np.ndarray) -> np.ndarray:
     return np.round(points * _ONE).astype(np.int32).reshape(-1, 1, 2)
 
 
 def _ellipse(img: np.ndarray, m: np.ndarray, centre: tuple[float, float], axes: tuple[float, float],
              colour: tuple[int, ...]) -> None:
-    t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-    pts = np.stack([centre[0] + axes[0] * np.cos(t), centre[1] + axes[1] * np.sin(t)], 1)
+    pts = np.asarray(centre) + _CIRCLE * np.asarray(axes)
     cv2.fillPoly(img, [_fix(transform(pts, m))], colour, cv2.LINE_AA, _SHIFT)
 
 

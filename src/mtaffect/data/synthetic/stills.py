@@ -29,7 +29,8 @@ AFFECTNET_HEADER = (
 _ABAW_TO_AFFECTNET = {v: k for k, v in AFFECTNET_TO_ABAW.items()}
 _ABAW_TO_EXPW = {v: k for k, v in EXPW_TO_ABAW.items()}
 _EXTENSIONS = (".jpg", ".jpg", ".jpg", ".jpg", ".jpeg", ".JPG", ".png")
-CORRUPT_BYTES = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 16  # a JPEG header and nothing else
+CORRUPT_BYTES = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+"""The deliberately corrupt AffectNet file: a JPEG header and no image."""
 
 
 def encode(img: np.ndarray, name: str, quality: int = 90) -> bytes:
