@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("tree", type=Path)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (warm file-system cache)")
+    parser.add_argument("--max-tries", type=int, help="timed runs at most, quiet or not (default 2 × reps)")
     args = parser.parse_args()
     fn = run_ours if args.approach == "ours" else run_authors
     counts: dict[str, int] = {}
@@ -84,7 +85,7 @@ def main() -> None:
         cpu.append(time.process_time() - c0)
 
     t0 = time.perf_counter()
-    timing = time_quiet(once, reps=args.reps, warmup=args.warmup, max_tries=2 * args.reps)
+    timing = time_quiet(once, reps=args.reps, warmup=args.warmup, max_tries=args.max_tries or 2 * args.reps)
     result = {
         "approach": args.approach,
         "tree": str(args.tree),
