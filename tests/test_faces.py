@@ -200,6 +200,7 @@ def test_resume_skips_finished_shards_and_repairs_broken_ones(tiny_index, tmp_pa
     for p in tables[2:]:
         assert p.stat().st_mtime_ns == stamps[p]  # untouched
     assert tables[0].exists() and tables[1].stat().st_mtime_ns != stamps[tables[1]]
+    assert not list(folder.glob(".*.tmp"))
     reader = FaceReader(index, meta2, 32)
     assert reader.read(np.flatnonzero(reader.valid)).shape[1:] == (32, 32, 3)
 

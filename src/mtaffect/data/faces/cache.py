@@ -204,6 +204,8 @@ def build(index: pd.DataFrame, meta: Mapping[str, Any], cache_dir: str | Path, *
     items = _plan(index, roots)
     folder = Path(cache_dir) / f"{fmt}{size}"
     folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(".shard-*.tmp"):  # temporary files of an interrupted build
+        leftover.unlink()
     shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
     names = [f"shard-{i:05d}" for i in range(len(shards))]
     todo = [(str(folder), n, s, size, fmt, quality) for n, s in zip(names, shards)
