@@ -182,3 +182,21 @@ def test_generic_csv(tmp_path):
     with pytest.raises(InputFormatError) as err:
         read_generic(csv, "mine")
     assert err.value.line == 2 and "outside" in str(err.value)
+
+
+def test_affectnet_landmark_count_checked_per_row(tmp_path):
+    root = fx.affectnet_csv(tmp_path)
+    path = root / "Manually_Annotated_file_lists/validation.csv"
+    rows = [",".join(r) for r in fx.AFFECTNET_VALIDATION]
+    short = rows[0].split(",")
+    short[5] = ";".join(short[5].split(";")[:-1])  # 135 values
+    long = rows[1].split(",")
+    long[5] = long[5] + ";1.0"  # 137 values: the total is still 2 x 136
+    path.write_text(",".join(short) + "\n" + ",".join(long) + "\n")
+    with pytest.raises(InputFormatError) as err:
+        read_affectnet(root)
+    assert err.value.line == 1 and "landmarks" in str(err.value)
+    skips = Skips(lenient=True)
+    df, _ = read_affectnet(root, skips)
+    assert skips.as_dict()["affectnet"]["bad_landmarks"] == 2
+    assert (df["split"] == "validation").sum() == 0 and len(df) == 3  # malformed rows are skipped

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mtaffect import labels
 from mtaffect.data.records import Skips, check_relative_paths, make_records, read_text_lines
@@ -83,34 +85,34 @@ def _existing(image_root: Path, paths: np.ndarray) -> np.ndarray:
 
 
 def _parse_landmarks(texts: list[str], path: Path, line_numbers: np.ndarray, skips: Skips) -> np.ndarray:
-    """136 float32 per row (object array of arrays); a wrong count is a malformed line."""
+    """136 float32 per row (object array of arrays); a wrong count or a non-number is malformed."""
     out = np.empty(len(texts), dtype=object)
-    chunk = 4096
-    for start in range(0, len(texts), chunk):
-        part = texts[start : start + chunk]
+    if not texts:
+        return out
+    lists = pc.split_pattern(pa.array(texts, pa.string()), ";")
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    try:
+        flat = pc.cast(pc.utf8_trim_whitespace(lists.flatten()), pa.float32()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        flat = None
+    if flat is not None and (lengths == 136).all():
+        out[:] = list(flat.reshape(len(texts), 136))
+        return out
+    for j, text in enumerate(texts):  # slow path: name the bad lines
         try:
-            flat = np.array(";".join(part).split(";"), dtype=np.float32)
+            row = np.array(text.split(";"), dtype=np.float32)
         except ValueError:
-            flat = np.zeros(0, np.float32)
-        if len(flat) == 136 * len(part):
-            for j, row in enumerate(flat.reshape(len(part), 136)):
-                out[start + j] = row
-            continue
-        for j, text in enumerate(part):
-            try:
-                row = np.array(text.split(";"), dtype=np.float32)
-            except ValueError:
-                row = np.zeros(0, np.float32)
-            if len(row) != 136:
-                skips.malformed(
-                    DATABASE,
-                    path,
-                    int(line_numbers[start + j]),
-                    f"expected 136 landmark values joined by ';', found {len(text.split(';'))}",
-                    reason="bad_landmarks",
-                )
-                row = None
-            out[start + j] = row
+            row = np.zeros(0, np.float32)
+        if len(row) != 136:
+            skips.malformed(
+                DATABASE,
+                path,
+                int(line_numbers[j]),
+                f"expected 136 numbers joined by ';' as landmarks, found {text[:40]!r}...",
+                reason="bad_landmarks",
+            )
+            row = None
+        out[j] = row
     return out
 
 
@@ -168,6 +170,8 @@ def _read_csv(path: Path, split: str, image_prefix: str, image_root: Path, skips
     image_rel = pd.Series(columns[0]).str.strip().str.replace("\\", "/", regex=False)
     bad |= ~check_relative_paths(image_rel, database=DATABASE, file=path, lines=line_no, skips=skips)
     landmarks = _parse_landmarks([columns[5][i] for i in np.flatnonzero(~bad)], path, line_no[~bad], skips)
+    bad[np.flatnonzero(~bad)[np.array([row is None for row in landmarks], dtype=bool)]] = True
+    landmarks = landmarks[np.array([row is not None for row in landmarks], dtype=bool)]
     keep = ~bad
     image_rel = image_rel.to_numpy(object)[keep]
     code = code[keep].astype(np.int64)
