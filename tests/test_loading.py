@@ -160,3 +160,18 @@ def test_targets_from_frame_masks_missing_and_other():
     assert t.has_expression.tolist() == [True, False, False, True]  # 7 = "Other" is not a 7-class label
     assert t.has_va.tolist() == [True, False, False, True]
     assert t.expression.tolist()[0] == 3 and t.valence.dtype == torch.float32
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_device_side_normalisation_matches_the_weights_preprocessing(channels_last):
+    from mtaffect.data.loading import ImagePreparer
+    from mtaffect.models.preprocessing import IMAGENET, Preprocessing
+
+    images = torch.from_numpy(_faces(4, size=32))
+    for prep in (Preprocessing(size=32), Preprocessing(size=32, mean=IMAGENET.mean, std=IMAGENET.std)):
+        ours = ImagePreparer(prep, channels_last=channels_last).normalise(images, torch.device("cpu"))
+        torch.testing.assert_close(ours, prep.apply(images, channels_last=channels_last))
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert ours.is_contiguous(memory_format=layout)
+    resized = ImagePreparer(Preprocessing(size=24)).normalise(images, torch.device("cpu"))
+    assert resized.shape == (4, 3, 24, 24)  # other sizes go through Preprocessing.apply

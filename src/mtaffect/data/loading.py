@@ -233,17 +233,40 @@ class ImagePreparer:
     """Moves a CNN batch to the device and normalises it there (uint8 NHWC → float NCHW).
 
     ``preprocessing``: :class:`mtaffect.models.preprocessing.Preprocessing` of the model's weights.
+    Crops already at the model's input size (the training case) take a fast path: the NHWC uint8
+    tensor viewed as NCHW *is* channels_last, so one float conversion and in-place mean/std steps
+    give the model input without further copies; any other size goes through ``Preprocessing.apply``.
     """
 
     def __init__(self, preprocessing: Any, *, channels_last: bool = False) -> None:
         self.preprocessing = preprocessing
         self.channels_last = channels_last
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if device not in self._stats:
+            mean = torch.tensor(self.preprocessing.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+            std = tuple(self.preprocessing.std)
+            scale = None if std == (1.0, 1.0, 1.0) else torch.tensor(std, device=device).view(1, 3, 1, 1)
+            self._stats[device] = (mean, scale)
+        return self._stats[device]
+
+    def normalise(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """uint8 (N, S, S, 3) → float32 (N, 3, S, S) on ``device``, normalised as the weights expect."""
+        x = images.to(device, non_blocking=device.type == "cuda")
+        size = self.preprocessing.size
+        if x.dim() != 4 or tuple(x.shape[1:]) != (size, size, 3):
+            return self.preprocessing.apply(x, channels_last=self.channels_last)
+        x = x.permute(0, 3, 1, 2).float()  # a channels_last NCHW view of the NHWC data: no copy
+        mean, std = self._mean_std(x.device)
+        x.sub_(mean)
+        if std is not None:
+            x.div_(std)
+        return x if self.channels_last else x.contiguous()
 
     def __call__(self, batch: Batch, device: torch.device) -> Batch:
-        out: Batch = {}
         non_blocking = device.type == "cuda"
-        for name, (images, targets) in batch.items():
-            x = images.to(device, non_blocking=non_blocking)
-            x = self.preprocessing.apply(x, channels_last=self.channels_last)
-            out[name] = (x, targets.to(device, non_blocking=non_blocking))
-        return out
+        return {
+            name: (self.normalise(images, device), targets.to(device, non_blocking=non_blocking))
+            for name, (images, targets) in batch.items()
+        }
