@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     parser.add_argument("--format", dest="fmt", choices=("jpeg", "raw"), default="jpeg",
                         help="jpeg: compact, decoded on read (default); raw: uint8 arrays, memory-mapped")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     parser.add_argument("--shard-size", type=int, default=2048, help="faces per shard (default 2048)")
     parser.add_argument("--no-update-index", action="store_true",
                         help="leave the index file alone (the metadata is in DIR/<fmt><size>/cache.json)")

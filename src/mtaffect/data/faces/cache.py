@@ -91,21 +91,28 @@ class CacheStore:
             self._maps[shard] = mm
         return mm
 
-    def read(self, entries: np.ndarray, size: int | None = None) -> np.ndarray:
-        """Crops of cache entries: uint8 (n, size, size, 3) RGB (resized if ``size`` differs)."""
+    def read(self, entries: np.ndarray, size: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """Crops of cache entries: uint8 (n, size, size, 3) RGB (resized if ``size`` differs), written
+        into ``out`` when given (C-contiguous, that shape)."""
         size = self.size if size is None else int(size)
         entries = np.asarray(entries, dtype=np.int64)
-        out = np.empty((len(entries), size, size, 3), dtype=np.uint8)
+        if out is None:
+            out = np.empty((len(entries), size, size, 3), dtype=np.uint8)
+        shards, offsets, lengths = self.shard[entries], self.offsets[entries], self.lengths[entries]
+        same = size == self.size
         if self.fmt == "raw":
-            for s in np.unique(self.shard[entries]):
-                sel = np.flatnonzero(self.shard[entries] == s)
-                faces = self._map(int(s))[self.offsets[entries[sel]] // (self.size * self.size * 3)]
-                out[sel] = faces if size == self.size else [resize_face(f, size) for f in faces]
+            slots = offsets // (self.size * self.size * 3)
+            for k in range(len(entries)):
+                face = self._map(int(shards[k]))[slots[k]]
+                out[k] = face if same else resize_face(face, size)
             return out
-        for k, e in enumerate(entries):
-            off, length = int(self.offsets[e]), int(self.lengths[e])
-            face = simplejpeg.decode_jpeg(self._map(int(self.shard[e]))[off : off + length], colorspace="RGB")
-            out[k] = face if size == self.size else resize_face(face, size)
+        for k in range(len(entries)):
+            off = int(offsets[k])
+            data = self._map(int(shards[k]))[off : off + int(lengths[k])]
+            if same:
+                simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out[k])
+            else:
+                out[k] = resize_face(simplejpeg.decode_jpeg(data, colorspace="RGB"), size)
         return out
 
 
@@ -193,7 +200,7 @@ def _is_done(folder: Path, name: str, keys: list[str], fmt: str) -> bool:
 
 
 def build(index: pd.DataFrame, meta: Mapping[str, Any], cache_dir: str | Path, *, size: int = 112,
-          workers: int = 2, fmt: str = "jpeg", quality: int = 95, shard_size: int = 2048,
+          workers: int = 2, fmt: str = "jpeg", quality: int = 90, shard_size: int = 2048,
           progress: bool = True) -> dict[str, Any]:
     """See :func:`mtaffect.data.faces.build_face_cache`."""
     if fmt not in FORMATS:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import simplejpeg
 
 from mtaffect.data.faces.cache import STATUS, CacheStore
 from mtaffect.data.faces.crops import cache_keys, decode_image, resize_face, row_methods
@@ -72,30 +73,37 @@ class FaceReader:
     def read(self, rows: np.ndarray | list[int]) -> np.ndarray:
         """Faces of index positions ``rows``: uint8 (len(rows), size, size, 3) RGB, in order."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not self.valid[rows].all():
+            bad = [int(r) for r in rows[~self.valid[rows]]]
+            message = f"{self.reason[bad[0]]} ({len(bad)} of the requested rows)"
+            raise UnreadableFaceError(self.path(bad[0]), message, bad)
         out = np.empty((len(rows), self.size, self.size, 3), dtype=np.uint8)
-        bad = [int(r) for r in rows if not self.valid[r]]
-        if bad:
-            r = bad[0]
-            message = f"{self.reason[r]} ({len(bad)} of the requested rows)"
-            raise UnreadableFaceError(self.path(r), message, bad)
         cached = ~self.direct[rows]
+        if cached.all() and self.store is not None:
+            return self.store.read(self.entry[rows], self.size, out=out)
         if cached.any():
             assert self.store is not None
             out[cached] = self.store.read(self.entry[rows[cached]], self.size)
         for k in np.flatnonzero(~cached):
-            out[k] = self._read_file(int(rows[k]))
+            self._read_file(int(rows[k]), out[k])
         return out
 
-    def _read_file(self, row: int) -> np.ndarray:
+    def _read_file(self, row: int, out: np.ndarray) -> None:
         path = self.path(row)
         try:
             with open(path, "rb") as handle:
                 data = handle.read()
         except OSError as err:
             raise UnreadableFaceError(path, f"cannot read image: {err.strerror or err}", [row]) from err
+        if data[:3] == b"\xff\xd8\xff":  # JPEG of the right size (the usual case): decode in place
+            try:
+                h, w = simplejpeg.decode_jpeg_header(data)[:2]
+                if h == w == self.size:
+                    simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+                    return
+            except ValueError:
+                pass  # decode_image below gives the verdict
         img = decode_image(data)
         if img is None:
             raise UnreadableFaceError(path, "not a readable image", [row])
-        return resize_face(img, self.size)
-
-
+        out[...] = resize_face(img, self.size)
