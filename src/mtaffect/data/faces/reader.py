@@ -55,8 +55,8 @@ class FaceReader:
         if cached.size:
             info = meta.get("face_cache")
             if not info:
-                names = ", ".join(sorted(set(dbs[cached])))
-                raise UserError(f"{cached.size} index rows ({names}) need the face cache: "
+                listed = ", ".join(sorted(set(dbs[cached])))
+                raise UserError(f"{cached.size} index rows ({listed}) need the face cache: "
                                 "run `mtaffect cache --index INDEX --out DIR` first")
             self.store = CacheStore(info["path"])
             keys = cache_keys(index.iloc[cached])
