@@ -68,10 +68,14 @@ def bench(kind: str, ckpt: Path, backend: str, detect_every: int, video: str, re
         predictor.predict_video(video)
         reports.append(predictor.last_report)
 
-    timing = time_quiet(run, reps=reps, warmup=1, max_tries=reps + 2)
+    timing = time_quiet(run, reps=reps, warmup=1, max_tries=reps + 1)
     rep = reports[-1]
     frames = rep.frames
-    stages = {k: float(np.median([r.seconds.get(k, 0.0) for r in reports[1:]])) for k in rep.seconds}
+    # stage seconds of the repetition closest to the median time (shares of its own stage total)
+    timed = reports[1:] or reports
+    middle = min(timed, key=lambda r: abs(sum(r.seconds.values()) - timing.median_s))
+    stages = dict(middle.seconds)
+    total = sum(stages.values())
     crops = collect_crops(predictor, video)
     bs = predictor.batch_size
 
@@ -82,7 +86,7 @@ def bench(kind: str, ckpt: Path, backend: str, detect_every: int, video: str, re
                 continue
             predictor.model.decode(out)
 
-    model_timing = time_quiet(model_alone, reps=reps, warmup=1, max_tries=reps + 2)
+    model_timing = time_quiet(model_alone, reps=reps, warmup=1, max_tries=reps + 1)
     if predictor.temporal:  # add the GRU windows over the embeddings, as the pipeline does
         from mtaffect.predict.temporal import predict_track
 
@@ -108,7 +112,7 @@ def bench(kind: str, ckpt: Path, backend: str, detect_every: int, video: str, re
         "ratio": e2e_fps / model_fps,
         "model_quiet_reps": f"{model_timing.kept}/{model_timing.total}",
         "stage_seconds": stages,
-        "stage_share": {k: v / timing.median_s for k, v in stages.items()},
+        "stage_share": {k: v / total for k, v in stages.items()},
         "detector_calls": rep.detector_calls,
         "detector_backend": getattr(predictor.detector, "backend", "haar"),
     }
@@ -139,6 +143,7 @@ def main() -> None:
     parser.add_argument("--video", default=str(ROOT / ".cache" / "media" / "WolfgangLanger_Pexels.mp4"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--every", type=int, nargs="+", default=[1, 5, 10])
+    parser.add_argument("--gru-every", type=int, default=5, help="detect_every for the GRU checkpoint run")
     parser.add_argument("--torch", action="store_true", help="also time the eager torch backend")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
@@ -149,7 +154,7 @@ def main() -> None:
     ckpts = make_checkpoints(folder)
     results = {"video": args.video, "cpus": os.cpu_count(), "stages": bench_detector(args.video), "runs": []}
     print(json.dumps(results["stages"], indent=1))
-    configs = [("cnn", "onnx", n) for n in args.every] + [("cnn_gru", "onnx", 5)]
+    configs = [("cnn", "onnx", n) for n in args.every] + [("cnn_gru", "onnx", args.gru_every)]
     if args.torch:
         configs.append(("cnn", "torch", 5))
     for kind, backend, every in configs:
