@@ -143,7 +143,9 @@ def main() -> None:
     parser.add_argument("--video", default=str(ROOT / ".cache" / "media" / "WolfgangLanger_Pexels.mp4"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--every", type=int, nargs="+", default=[1, 5, 10])
-    parser.add_argument("--gru-every", type=int, default=5, help="detect_every for the GRU checkpoint run")
+    parser.add_argument(
+        "--gru-every", type=int, default=5, help="detect_every for the GRU checkpoint run (0 = no GRU run)"
+    )
     parser.add_argument("--torch", action="store_true", help="also time the eager torch backend")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
@@ -154,7 +156,9 @@ def main() -> None:
     ckpts = make_checkpoints(folder)
     results = {"video": args.video, "cpus": os.cpu_count(), "stages": bench_detector(args.video), "runs": []}
     print(json.dumps(results["stages"], indent=1))
-    configs = [("cnn", "onnx", n) for n in args.every] + [("cnn_gru", "onnx", args.gru_every)]
+    configs = [("cnn", "onnx", n) for n in args.every]
+    if args.gru_every > 0:
+        configs.append(("cnn_gru", "onnx", args.gru_every))
     if args.torch:
         configs.append(("cnn", "torch", 5))
     for kind, backend, every in configs:
