@@ -56,7 +56,7 @@ __all__ = [
 
 
 def build_face_cache(index: pd.DataFrame, meta: Mapping[str, Any], cache_dir: str | Path, *, size: int = 112,
-                     workers: int = 2, fmt: str = "jpeg", quality: int = 95, shard_size: int = 2048,
+                     workers: int = 2, fmt: str = "jpeg", quality: int = 90, shard_size: int = 2048,
                      progress: bool = True) -> dict[str, Any]:
     """Crop every non-direct face of ``index`` into the cache under ``cache_dir``; resumable.
 
