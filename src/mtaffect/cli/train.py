@@ -1,13 +1,15 @@
 """``mtaffect train CONFIG [key=value ...] --out DIR [--resume | --overwrite] [--device ...]``.
 
 CONFIG is a recipe file or the name of a packaged one (cnn_teacher, cnn_student, gru_teacher,
-gru_student). Under ``torchrun --nproc_per_node K`` the same command trains with DDP.
+gru_student). Under ``torchrun --nproc_per_node K $(which mtaffect) train ...`` the same command
+trains with DDP.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 EXAMPLES = """examples:
@@ -15,7 +17,8 @@ EXAMPLES = """examples:
   mtaffect train cnn_student data.index=index.parquet stage.teacher=runs/cnn_teacher/best.safetensors \\
       --out runs/cnn_student
   mtaffect train cnn_teacher data.index=index.parquet --out runs/cnn_teacher --resume
-  torchrun --nproc_per_node 4 -m mtaffect train cnn_teacher data.index=index.parquet --out runs/ddp
+  torchrun --standalone --nproc_per_node 4 $(which mtaffect) train cnn_teacher data.index=index.parquet \\
+      --out runs/ddp
 """
 
 
@@ -58,5 +61,6 @@ def run(args: argparse.Namespace) -> int:
         "stopped_early": result.fit.stopped_early,
         "best_metrics": {k: round(v, 4) for k, v in result.fit.best_metrics.items()},
     }
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary (rank 0's)
+        print(json.dumps(summary, indent=2))
     return 0

@@ -1,6 +1,6 @@
 """Multi-GPU (or multi-process CPU) training with PyTorch DDP, launched by ``torchrun``.
 
-``torchrun --nproc_per_node 4 -m mtaffect train configs/cnn_teacher.yaml ...`` sets ``RANK``,
+``torchrun --standalone --nproc_per_node 4 $(which mtaffect) train cnn_teacher ...`` sets ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`setup` then joins the process group (NCCL on CUDA, gloo
 on CPU) and picks ``cuda:LOCAL_RANK``. Each rank draws the same balanced indices (same seed) and
 keeps every W-th draw (:class:`mtaffect.data.loading.FrameTaskData`), so the ranks see disjoint
