@@ -257,8 +257,14 @@ def main() -> int:
     parser.add_argument("--train-reps", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=[], help="variant names to leave out")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    parser.add_argument("--drift-checkpoint", type=Path, default=None, help="only measure int8 drift of this")
+    parser.add_argument("--drift-images", type=Path, default=None, help="face crops for --drift-checkpoint")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.drift_checkpoint is not None:
+        torch.set_num_threads(1)
+        print(json.dumps(drift_on_checkpoint(args.drift_checkpoint, args.drift_images), indent=1))
+        return 0
 
     torch.manual_seed(0)
     config = CNNConfig(backbone="resnet50_caffe")
@@ -345,6 +351,48 @@ def int8_drift(bench: Inference, images: np.ndarray) -> dict:
         "expression_logit_drift_over_spread": relative("expression"),
         "valence_logit_drift_over_spread": relative("valence"),
         "embedding_cosine_min": float(torch.nn.functional.cosine_similarity(emb32, emb8, dim=1).min()),
+    }
+
+
+def drift_on_checkpoint(checkpoint: Path, images: Path, n_calibration: int = 256) -> dict:
+    """int8 vs fp32 onnxruntime for a *trained* checkpoint on face crops from ``images`` (the first
+    ``n_calibration`` files of the sorted listing calibrate, the rest are evaluated)."""
+    import cv2
+
+    from mtaffect.checkpoint import load_checkpoint
+    from mtaffect.export import OnnxModel, export_onnx, quantize_int8
+
+    _, meta = load_checkpoint(checkpoint)
+    pre = meta["preprocessing"]
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    crops = np.stack([cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files])
+    calibration = [
+        pre.apply_numpy(crops[i : min(i + 64, n_calibration)]) for i in range(0, n_calibration, 64)
+    ]
+    held_out = pre.apply_numpy(crops[n_calibration:])
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path = export_onnx(checkpoint, Path(tmp) / "fp32.onnx")
+        int8_path = quantize_int8(fp32_path, Path(tmp) / "int8.onnx", calibration)
+        fp32, int8 = (
+            OnnxModel(fp32_path, threads=1).predict(held_out),
+            OnnxModel(int8_path, threads=1).predict(held_out),
+        )
+    dv, da = (fp32["valence"] - int8["valence"]).abs(), (fp32["arousal"] - int8["arousal"]).abs()
+    return {
+        "checkpoint": str(checkpoint),
+        "backbone": meta["model"]["cnn"]["backbone"],
+        "input": pre.size,
+        "n_calibration": n_calibration,
+        "n_evaluated": int(held_out.shape[0]),
+        "expression_agreement": round(float((fp32["expression"] == int8["expression"]).float().mean()), 4),
+        "max_probability_diff": round(
+            float((fp32["expression_probabilities"] - int8["expression_probabilities"]).abs().max()), 4
+        ),
+        "valence_mean_abs_diff": round(float(dv.mean()), 4),
+        "valence_max_abs_diff": round(float(dv.max()), 4),
+        "arousal_mean_abs_diff": round(float(da.mean()), 4),
+        "arousal_max_abs_diff": round(float(da.max()), 4),
+        "valence_std_fp32": round(float(fp32["valence"].std()), 4),
     }
 
 
