@@ -50,7 +50,10 @@ def _max_diff(a, b) -> float:
 
 
 def test_cnn_parity_and_dynamic_batch(tmp_path, tiny_cnn):
+    tiny_cnn.double()
     path = export_onnx(tiny_cnn, tmp_path / "cnn.onnx", preprocessing=SMALL)
+    assert next(tiny_cnn.parameters()).dtype == torch.float64  # export leaves the caller's model alone
+    tiny_cnn.float()
     model = OnnxModel(path, threads=1)
     for batch in (1, 5):
         x = torch.randn(batch, 3, 64, 64) * 60

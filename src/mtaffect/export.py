@@ -12,6 +12,7 @@ Graph outputs (names are the contract with ``mtaffect.predict``):
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import tempfile
@@ -107,7 +108,7 @@ def export_onnx(
         config = model.gru.config
     else:
         raise UserError(f"unknown export kind {kind!r}; expected 'cnn' or 'cnn_gru'")
-    graph = graph.eval().cpu().float()
+    graph = copy.deepcopy(graph).eval().cpu().float()  # export on CPU in fp32; the caller's model stays as is
     path = Path(path)
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notices
