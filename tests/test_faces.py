@@ -145,7 +145,7 @@ def test_reader_matches_direct_crops(cached):
         method = {"affectnet": "landmark_square", "expw": "box", "afew_va": "eye_level"}[db]
         want = crop_face(src, method, 64, r["landmarks"], box)
         got = reader.read([row])[0]
-        assert np.abs(got.astype(int) - want.astype(int)).mean() < 6  # JPEG q95 round trip
+        assert np.abs(got.astype(int) - want.astype(int)).mean() < 6  # JPEG q90 round trip
 
 
 def test_reader_reads_affwild2_directly_and_resizes(cached):
@@ -212,7 +212,7 @@ def test_raw_format_matches_jpeg(tiny_index, tmp_path):
     a, b = FaceReader(index, jpeg, 40), FaceReader(index, raw, 40)
     rows = np.flatnonzero(a.valid & (index["database"] != "affwild2").to_numpy())
     diff = np.abs(a.read(rows).astype(int) - b.read(rows).astype(int)).mean()
-    assert diff < 4
+    assert diff < 6  # JPEG q90 round trip; a different face differs by tens
     assert (b.valid == a.valid).all()
 
 
