@@ -140,23 +140,33 @@ def _write_lines(path: Path, header: str, lines: list[str], style: int) -> None:
 
 
 class _Pool:
-    """Rendered crops shared by hard links (the "pool" render mode for Aff-Wild2-scale benchmarks)."""
+    """Rendered crops shared by hard links (the "pool" render mode for Aff-Wild2-scale benchmarks).
+
+    A file system caps the links to one file (65,000 on ext4): each crop gets a fresh copy every
+    :data:`LINKS_PER_FILE` links.
+    """
+
+    LINKS_PER_FILE = 50_000
 
     def __init__(self, root: Path, seed: int, size: int) -> None:
         self.dir = root / ".synthetic_pool"
         self.seed, self.size = seed, size
-        self.files: dict[tuple[int, int, int], Path] = {}
+        self.data: dict[tuple[int, int, int], bytes] = {}
+        self.uses: dict[tuple[int, int, int], int] = {}
 
     def path(self, e: int, v: float, a: float) -> Path:
         key = (e, int(round((v + 1) * 2)), int(round((a + 1) * 2)))
-        if key not in self.files:
+        if key not in self.data:
             rng = np.random.default_rng([self.seed, 77, *key])
             img, _ = render_crop(TrackLook(rng, self.size), 0, e, key[1] / 2 - 1, key[2] / 2 - 1, rng)
+            self.data[key] = simplejpeg.encode_jpeg(img, JPEG_QUALITY, "RGB", "420")
+        uses = self.uses.get(key, 0)
+        self.uses[key] = uses + 1
+        path = self.dir / f"{key[0]}_{key[1]}_{key[2]}_{uses // self.LINKS_PER_FILE}.jpg"
+        if uses % self.LINKS_PER_FILE == 0:
             self.dir.mkdir(parents=True, exist_ok=True)
-            path = self.dir / f"{e}_{key[1]}_{key[2]}.jpg"
-            path.write_bytes(simplejpeg.encode_jpeg(img, JPEG_QUALITY, "RGB", "420"))
-            self.files[key] = path
-        return self.files[key]
+            path.write_bytes(self.data[key])
+        return path
 
 
 def write_affwild2(root: Path, plans: list[TrackPlan], seed: int, table: TableBuilder, *,
