@@ -65,6 +65,7 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_text(target, "done")
     assert target.read_text() == "done"
+    assert target.stat().st_mode & 0o044, "finished files are readable by others, as with open()"
 
 
 def test_prepare_output_dir_never_overwrites_silently(tmp_path):
