@@ -107,3 +107,15 @@ def test_resolve_round_trips_and_is_json_serialisable():
     again = config_from_resolved(json.loads(json.dumps(resolved)))
     assert again == config
     assert isinstance(again, Config)
+
+
+def test_loss_decoding_follows_the_model():
+    from mtaffect.train.stages import _loss_config
+
+    config = load_config("cnn_teacher", ["model.cnn.va_decoding=centres"])
+    assert _loss_config(config).va_decode in ("centres", "bin_centres")
+    default = load_config("cnn_teacher", [])
+    assert _loss_config(default).va_decode in ("authors", "linspace")
+    clash = load_config("cnn_teacher", ["model.cnn.va_decoding=centres", "loss.va_decode=authors"])
+    with pytest.raises(UserError, match="disagrees"):
+        _loss_config(clash)

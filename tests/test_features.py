@@ -162,3 +162,12 @@ def test_interrupted_cache_resumes_without_recomputing_finished_chunks(tmp_path)
     assert log == [8, 6]  # only chunks 2 and 3 (frames 16..29 of 30)
     fresh = build(tmp_path / "fresh", tiny_cnn(), index, batch_size=8)
     np.testing.assert_array_equal(np.asarray(resumed.embeddings["VA"]), np.asarray(fresh.embeddings["VA"]))
+
+
+def test_cache_width_follows_the_cnn_hidden_size(tmp_path):
+    torch.manual_seed(0)
+    model = MultitaskCNN(CNNConfig(backbone="resnet_tiny", hidden=64)).eval()
+    index = toy_index(n_tracks=1, n_frames=4)
+    cache = build(tmp_path, model, index, batch_size=4)
+    assert cache.embeddings["VA"].shape == (9, len(index), 64)
+    assert cache.gather(np.arange(2), 0)["EXPR"].shape == (2, 64)

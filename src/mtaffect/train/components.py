@@ -149,7 +149,9 @@ def build_frame_data(
         sources[name] = TaskSource(
             reader=reader,
             labels=LabelArrays.from_frame(df),
-            weights=np.asarray(sampling_weights(name, df), dtype=np.float64),
+            weights=np.asarray(
+                sampling_weights(name, df, va_range=task_sets.config.va_sampling_range), dtype=np.float64
+            ),
         )
     validation, _, dropped = readable_frames(task_sets.validation, meta, config.data.image_size)
     if dropped:

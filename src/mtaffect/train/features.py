@@ -58,6 +58,7 @@ __all__ = [
 
 FORMAT = 1
 EMBEDDING_DIM = 128
+"""The paper's head embedding width; the cache takes the actual width from the CNN (``config.hidden``)."""
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,8 @@ def ensure_feature_cache(
         raise UserError("feature cache: the index selection holds no frames")
     key = feature_cache_key(weights_hash(model), draws_list, size, resized, frames)
     folder = Path(cache_root) / key
-    shape = (len(draws_list), len(frames), EMBEDDING_DIM)
+    dim = int(getattr(getattr(model, "config", None), "hidden", EMBEDDING_DIM))
+    shape = (len(draws_list), len(frames), dim)
     meta_path = folder / "meta.json"
     if meta_path.exists() and json.loads(meta_path.read_text()).get("complete"):
         return FeatureCache(folder)
@@ -339,7 +341,7 @@ def ensure_feature_cache(
         "size": size,
         "resized": resized,
         "n_frames": len(frames),
-        "dim": EMBEDDING_DIM,
+        "dim": dim,
         "chunk": batch_size,
         "complete": False,
     }

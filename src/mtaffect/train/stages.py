@@ -334,6 +334,26 @@ def run_stage(
 
 
 def _loss_config(config: Config) -> Any:
+    """The loss settings, with the VA decoding taken from the model so that the CCC term trains the
+    decoding the model reports (``model.cnn.va_decoding`` / ``model.gru.va_decoding``)."""
     from mtaffect.losses import LossConfig
 
-    return component(LossConfig, config.loss, "loss")
+    loss = dict(config.loss)
+    sections = (config.model.cnn, config.model.gru)
+    model_decodings = {s["va_decoding"] for s in sections if s.get("va_decoding")}
+    if len(model_decodings) > 1:
+        raise UserError(f"model.cnn/gru.va_decoding disagree: {sorted(model_decodings)}")
+    if model_decodings:
+        (decoding,) = model_decodings
+        if "va_decode" in loss and _same_decoding(loss["va_decode"]) != _same_decoding(decoding):
+            raise UserError(
+                f"loss.va_decode={loss['va_decode']!r} disagrees with the model's va_decoding={decoding!r}"
+            )
+        loss["va_decode"] = decoding
+    return component(LossConfig, loss, "loss")
+
+
+def _same_decoding(name: str) -> str:
+    """The losses and the models name the two decodings differently; compare them by meaning."""
+    same = {"authors": "linspace", "linspace": "linspace", "bin_centres": "centres", "centres": "centres"}
+    return same.get(name, name)
