@@ -160,9 +160,10 @@ class OnnxModel:
 
     ``x``: float32 preprocessed input, (B, 3, S, S) for a CNN graph or (B, T, 3, S, S) for a CNN+GRU
     graph (numpy or torch). ``threads``: intra-op threads (None: onnxruntime's default, all cores).
+    ``spinning``: let idle onnxruntime threads busy-wait between calls (fastest when nothing else runs).
     """
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, threads: int | None = None, spinning: bool = True) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -174,6 +175,10 @@ class OnnxModel:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not spinning:
+            # no busy-waiting between calls: when the CPU is shared with video decoding and face
+            # detection, spinning threads slow the others down (benchmarks/RESULTS_predict.md)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]

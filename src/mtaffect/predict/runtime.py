@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,34 +23,22 @@ import torch
 from torch import nn
 
 from mtaffect.errors import UserError
-from mtaffect.io import atomic_path
+from mtaffect.export import CNN_OUTPUTS
 from mtaffect.models.outputs import va_bin_centres, va_bin_values
 from mtaffect.models.preprocessing import Preprocessing
 
 __all__ = ["FaceModel", "onnx_available", "cache_dir"]
 
 BACKENDS = ("auto", "torch", "onnx")
-_ONNX_OUTPUTS = ("expression", "valence", "arousal", "emb_expr", "emb_va")
 
 
 def onnx_available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
+    """onnxruntime to run, onnx to write the exported graph's metadata (the ``onnx`` extra has both)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("MTAFFECT_CACHE", Path.home() / ".cache" / "mtaffect"))
-
-
-class _CNNExport(nn.Module):
-    """The CNN with tuple outputs, as ONNX export needs."""
-
-    def __init__(self, cnn: nn.Module) -> None:
-        super().__init__()
-        self.cnn = cnn
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.cnn(x)
-        return out.expression, out.valence, out.arousal, out.embeddings["EXPR"], out.embeddings["VA"]
 
 
 def _file_digest(path: Path) -> str:
@@ -116,7 +103,8 @@ class FaceModel:
 
     # -- ONNX
     def _onnx_session(self, checkpoint: str | Path | None, threads: int | None):
-        import onnxruntime as ort
+        """The CNN on onnxruntime, exported once per checkpoint into the cache folder."""
+        from mtaffect.export import OnnxModel, export_onnx
 
         if checkpoint is not None:
             key = _file_digest(Path(checkpoint))
@@ -126,36 +114,11 @@ class FaceModel:
                 h.update(name.encode())
                 h.update(t.detach().cpu().numpy().tobytes())
             key = h.hexdigest()[:24]
-        path = cache_dir() / "onnx" / f"cnn-{key}-{self.size}.onnx"
+        path = cache_dir() / "onnx" / f"cnn-{key}-{self.size}.v2.onnx"
         if not path.is_file():
-            self._export(path)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no busy-waiting between calls: in a video the CPU is shared with decoding and detection
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def _export(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        dummy = torch.zeros(2, 3, self.size, self.size)
-        wrapper = _CNNExport(self.cnn).eval().cpu()
-        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore", DeprecationWarning
-            )  # the TorchScript exporter is the robust one here
-            torch.onnx.export(
-                wrapper,
-                (dummy,),
-                str(tmp),
-                input_names=["input"],
-                output_names=list(_ONNX_OUTPUTS),
-                dynamic_axes={"input": {0: "n"}, **{k: {0: "n"} for k in _ONNX_OUTPUTS}},
-                opset_version=17,
-                dynamo=False,
-            )
-        self.cnn.to(self.device)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            export_onnx(self.cnn, path, kind="cnn", preprocessing=self.preprocessing)
+        return OnnxModel(path, threads=threads, spinning=False)
 
     # -- inference
     @torch.inference_mode()
@@ -172,12 +135,11 @@ class FaceModel:
                     "emb_va": z((0, hidden), np.float32)}  # fmt: skip
         if self.session is not None:
             x = self.preprocessing.apply(crops).numpy()
-            outs = self.session.run(list(_ONNX_OUTPUTS), {"input": x})
-            return dict(zip(_ONNX_OUTPUTS, outs))
+            return self.session.run(x)
         x = self.preprocessing.apply(torch.from_numpy(crops), channels_last=True, device=self.device)
         out = self.cnn(x)
         arrays = (out.expression, out.valence, out.arousal, out.embeddings["EXPR"], out.embeddings["VA"])
-        return {k: v.float().cpu().numpy() for k, v in zip(_ONNX_OUTPUTS, arrays)}
+        return {k: v.float().cpu().numpy() for k, v in zip(CNN_OUTPUTS, arrays)}
 
     @torch.inference_mode()
     def windows(self, emb_expr: np.ndarray, emb_va: np.ndarray) -> dict[str, np.ndarray]:
