@@ -50,7 +50,9 @@ def make_checkpoints(folder: Path) -> dict[str, Path]:
 
 
 def collect_crops(predictor: Predictor, video: str) -> np.ndarray:
-    tracker = FaceTracker(predictor.detector, detect_every=predictor.detect_every)
+    tracker = FaceTracker(
+        predictor.detector, detect_every=predictor.detect_every, refresh_every=predictor.refresh_every
+    )
     crops = []
     for fr in VideoReader(video):
         faces = tracker.update(fr.image)
@@ -60,8 +62,12 @@ def collect_crops(predictor: Predictor, video: str) -> np.ndarray:
     return np.concatenate(crops)
 
 
-def bench(kind: str, ckpt: Path, backend: str, detect_every: int, video: str, reps: int) -> dict:
-    predictor = Predictor.from_checkpoint(ckpt, backend=backend, detect_every=detect_every)
+def bench(
+    kind: str, ckpt: Path, backend: str, detect_every: int, video: str, reps: int, refresh_every: int = 1
+) -> dict:
+    predictor = Predictor.from_checkpoint(
+        ckpt, backend=backend, detect_every=detect_every, refresh_every=refresh_every
+    )
     reports = []
 
     def run() -> None:
@@ -103,6 +109,7 @@ def bench(kind: str, ckpt: Path, backend: str, detect_every: int, video: str, re
         "checkpoint": kind,
         "backend": predictor.model.backend,
         "detect_every": detect_every,
+        "refresh_every": refresh_every,
         "frames": frames,
         "faces": len(crops),
         "e2e_s": timing.median_s,
@@ -146,6 +153,9 @@ def main() -> None:
     parser.add_argument(
         "--gru-every", type=int, default=5, help="detect_every for the GRU checkpoint run (0 = no GRU run)"
     )
+    parser.add_argument(
+        "--refresh-every", type=int, default=1, help="tracker box refresh every K frames between detections"
+    )
     parser.add_argument("--torch", action="store_true", help="also time the eager torch backend")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
@@ -162,7 +172,7 @@ def main() -> None:
     if args.torch:
         configs.append(("cnn", "torch", 5))
     for kind, backend, every in configs:
-        r = bench(kind, ckpts[kind], backend, every, args.video, args.reps)
+        r = bench(kind, ckpts[kind], backend, every, args.video, args.reps, args.refresh_every)
         results["runs"].append(r)
         print(json.dumps(r, indent=1))
     if args.out:

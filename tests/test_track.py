@@ -94,3 +94,31 @@ def test_people_join_tracks_that_follow_each_other() -> None:
     assert person_names("v", [50.0]) == ["v"]
     assert person_names("v", [300.0, 50.0]) == ["v_right", "v_left"]
     assert person_names("v", [1.0, 2.0, 3.0]) == ["v_p0", "v_p1", "v_p2"]
+
+
+class CountingDetector(ScriptedDetector):
+    def __init__(self, frames):
+        super().__init__(frames)
+        self.refreshed_at: list[int] = []
+
+    def redetect(self, image, boxes):
+        self.refreshed_at.append(self.t)
+        return super().redetect(image, boxes)
+
+
+def test_refresh_every_holds_boxes_between_updates() -> None:
+    script = [[[10 + t, 10, 60 + t, 60]] for t in range(20)]
+    det = CountingDetector(script)
+    tracker = FaceTracker(det, detect_every=10, refresh_every=3)
+    history = [_step(det, tracker, t) for t in range(20)]
+    # detections at 0 and 10; O-Net refreshes on every 3rd frame after each detection frame
+    assert det.calls == 2
+    assert det.refreshed_at == [3, 6, 9, 13, 16, 19]
+    assert all(len(faces) == 1 and faces[0].track_id == 0 for faces in history)
+    assert history[4][0].box[0] == history[3][0].box[0] == 13  # held between refreshes
+    assert history[6][0].box[0] == 16
+    default = CountingDetector(script)
+    tracker = FaceTracker(default, detect_every=10)
+    for t in range(20):
+        _step(default, tracker, t)
+    assert len(default.refreshed_at) == 18  # every frame that is not a detection frame

@@ -33,6 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="full face detection every N frames, tracking in between (default 5)",
     )
+    parser.add_argument(
+        "--refresh-every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="between detections, update tracked boxes every K frames and hold them in between "
+        "(default 1; 3 with --detect-every 10 is the fast setting of BENCHMARKS.md)",
+    )
     parser.add_argument("--min-face", type=float, default=40.0, metavar="PX", help="smallest face side (40)")
     parser.add_argument("--max-faces", type=int, default=None, help="at most this many people per video")
     parser.add_argument(
@@ -79,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         detector=args.detector,
         detect_every=args.detect_every,
+        refresh_every=args.refresh_every,
         min_face=args.min_face,
         batch_size=args.batch_size,
         template=args.template,

@@ -63,6 +63,7 @@ class Predictor:
 
     detector: ``"mtcnn"`` (default), ``"haar"`` or an object with ``detect(image) -> Detections``.
     detect_every: run the full detector every N video frames; track in between.
+    refresh_every: between detections, update the tracked boxes on every k-th frame (1 = every frame).
     template, crop_scale: the alignment (default: the checkpoint's crop convention).
     eval_resize: the training evaluation zoom (resize ×f then centre crop; default from the
         checkpoint's training config, else 1.2); 1.0 disables it.
@@ -75,6 +76,7 @@ class Predictor:
         *,
         detector: object = "mtcnn",
         detect_every: int = 5,
+        refresh_every: int = 1,
         min_face: float = 40.0,
         max_size: int = 1280,
         batch_size: int = 16,
@@ -91,6 +93,7 @@ class Predictor:
         self._detector_args = {"min_face": min_face, "max_size": max_size}
         self._detector = None if isinstance(detector, str) else detector
         self.detect_every, self.batch_size = detect_every, batch_size
+        self.refresh_every = refresh_every
         self.window, self.stride, self.smooth, self.max_faces = window, stride, smooth, max_faces
         ckpt_template, ckpt_scale = crop_convention(model.preprocessing.crop)
         self.template = template or ckpt_template
@@ -157,7 +160,11 @@ class Predictor:
         self.last_report = report
         reader = VideoReader(str(path))
         tracker = FaceTracker(
-            self.detector, detect_every=self.detect_every, smooth=self.smooth, max_faces=self.max_faces
+            self.detector,
+            detect_every=self.detect_every,
+            refresh_every=self.refresh_every,
+            smooth=self.smooth,
+            max_faces=self.max_faces,
         )
         name = str(path)
         pending: list[_Face] = []

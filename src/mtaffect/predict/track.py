@@ -8,6 +8,10 @@ detections are matched to live tracks greedily by intersection over union (highe
 and end if it fails. A person who leaves and comes back gets a new ``track_id`` (no face
 re-identification). With a detector without landmarks (Haar) boxes are held between detections.
 
+``refresh_every`` (default 1) runs that O-Net update only on every k-th frame after a detection
+frame and holds boxes and landmarks in between: at 24–30 fps a face moves little in 2–3 frames,
+and the update is, after the model, the largest per-frame cost of a video (BENCHMARKS.md).
+
 ``smooth`` in [0, 1) blends each new box and landmark set with the previous one (exponential
 moving average; 0 = off) to steady the crops of a shaky detector.
 """
@@ -51,16 +55,20 @@ class FaceTracker:
         detector,
         *,
         detect_every: int = 5,
+        refresh_every: int = 1,
         iou_threshold: float = 0.3,
         smooth: float = 0.0,
         max_faces: int | None = None,
     ) -> None:
         if detect_every < 1:
             raise ValueError("detect_every must be >= 1")
+        if refresh_every < 1:
+            raise ValueError("refresh_every must be >= 1")
         if not 0.0 <= smooth < 1.0:
             raise ValueError("smooth must be in [0, 1)")
         self.detector = detector
         self.detect_every, self.iou_threshold, self.smooth = detect_every, iou_threshold, smooth
+        self.refresh_every = refresh_every
         self.max_faces = max_faces
         self.tracks: list[_Track] = []
         self.next_id = 0
@@ -137,7 +145,7 @@ class FaceTracker:
                 self.tracks.append(_Track(self.next_id, det.boxes[d].copy(), float(det.scores[d]), lm))
                 detected_ids.add(self.next_id)
                 self.next_id += 1
-        else:
+        elif ((self.frames_seen - 1) % self.detect_every) % self.refresh_every == 0:
             self.tracks = self._refresh(image, self.tracks)
         self._dedupe()
         return [
