@@ -196,8 +196,9 @@ def _windows_pipeline(
     cache_root = Path(config.data.features) if config.data.features else run_dir.parent / "features"
     frames = gru_frames(index, seq)
     draws = default_draws(tuple(seq.translations), seq.flips)
-    if ctx.is_main:  # one process computes the cache; the others wait, then read it
-        ensure_feature_cache(
+
+    def open_cache(progress: bool):
+        return ensure_feature_cache(
             config.model.cnn_checkpoint,
             frames,
             meta,
@@ -207,21 +208,14 @@ def _windows_pipeline(
             resize=config.data.resize_factor,
             batch_size=seq.cache_batch,
             device=ctx.device,
-            progress=config.train.progress,
+            progress=progress,
         )
+
+    # one process computes the cache (or finds it); the others wait, then open the finished one
+    cache = open_cache(config.train.progress) if ctx.is_main else None
     distributed.barrier(ctx)
-    cache = ensure_feature_cache(
-        config.model.cnn_checkpoint,
-        frames,
-        meta,
-        cache_root,
-        draws=draws,
-        size=config.data.image_size,
-        resize=config.data.resize_factor,
-        batch_size=seq.cache_batch,
-        device=ctx.device,
-        progress=False,
-    )
+    if cache is None:
+        cache = open_cache(False)
     loaders = build_window_loaders(
         index, cache, seq, config.train.batch_per_task, seed=config.train.seed, rank=ctx.rank, world=ctx.world
     )
