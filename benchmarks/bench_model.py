@@ -39,6 +39,7 @@ from benchmarks._timing import _HZ, _own_busy, _total_busy  # noqa: E402
 from mtaffect.models import CNNConfig, MultitaskCNN  # noqa: E402
 from mtaffect.models.preprocessing import FERPLUS  # noqa: E402
 from mtaffect.models.resnet import fold_batchnorm  # noqa: E402
+from mtaffect.testing import trained_like  # noqa: E402
 
 CEILING = {1: 140.0, 2: 260.0}  # GFLOP/s, PERFORMANCE.md §1
 FWD_GFLOP, TRAIN_GFLOP = 2.152, 6.40  # per image at 112², PERFORMANCE.md §2
@@ -57,23 +58,6 @@ def count_gflop(model: torch.nn.Module, size: int = 112) -> tuple[float, float]:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     return counter.get_total_flops() / 2 / 1e9, total
-
-
-def trained_like(model: MultitaskCNN) -> MultitaskCNN:
-    """Scale random weights as training leaves them (activations O(1), BN running stats set), so that
-    logits and the int8 drift are in a realistic range. Speed does not depend on it."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, m in model.named_modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.25)
-            elif isinstance(m, torch.nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
-                if name == "backbone.conv1":
-                    m.weight.div_(64)  # inputs are 0–255 minus the mean
-    return model.eval()
 
 
 def face_like_images(n: int, seed: int = 0) -> np.ndarray:

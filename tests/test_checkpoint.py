@@ -13,17 +13,7 @@ from mtaffect.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from mtaffect.errors import InputFormatError
 from mtaffect.labels import EXPRESSIONS
 from mtaffect.models import CNNGRU, CNNConfig, GRUConfig, MultitaskCNN, Preprocessing, TemporalModel
-
-
-def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
-    """Give BatchNorm running stats non-default values so a round trip really checks buffers."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                module.running_mean.uniform_(-1, 1)
-                module.running_var.uniform_(0.5, 2)
-                module.num_batches_tracked.fill_(7)
-    return model.eval()
+from mtaffect.testing import trained_like
 
 
 @pytest.mark.parametrize("kind", ["cnn", "gru", "cnn_gru"])
@@ -31,7 +21,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path, kind):
     torch.manual_seed(0)
     cnn = MultitaskCNN(CNNConfig(backbone="resnet_tiny", va_decoding="centres"))
     gru = TemporalModel(GRUConfig(hidden=32))
-    model = _trained_like({"cnn": cnn, "gru": gru, "cnn_gru": CNNGRU(cnn, gru, chunk_frames=8)}[kind])
+    model = trained_like({"cnn": cnn, "gru": gru, "cnn_gru": CNNGRU(cnn, gru, chunk_frames=8)}[kind])
     path = tmp_path / f"{kind}.safetensors"
     pre = Preprocessing(size=64)
     save_checkpoint(

@@ -15,32 +15,15 @@ from mtaffect.checkpoint import save_checkpoint  # noqa: E402
 from mtaffect.cli import main  # noqa: E402
 from mtaffect.export import OnnxModel, export_onnx, quantize_int8, read_onnx_metadata  # noqa: E402
 from mtaffect.models import CNNGRU, CNNConfig, GRUConfig, MultitaskCNN, Preprocessing, TemporalModel  # noqa: E402
+from mtaffect.testing import trained_like  # noqa: E402
 
 SMALL = Preprocessing(size=64)
-
-
-def _randomise_bn(model: torch.nn.Module) -> torch.nn.Module:
-    """Trained-like statistics: BN running stats set, conv weights scaled so activations stay O(1)
-    (logits in the tens at most, where float32 rounding is far below the 1e-4 parity bound)."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, m in model.named_modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.25)
-            elif isinstance(m, torch.nn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / fan_in**0.5)
-                if name.endswith("backbone.conv1"):
-                    m.weight.div_(64)  # inputs are 0–255 minus the mean
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def tiny_cnn() -> MultitaskCNN:
     torch.manual_seed(0)
-    return _randomise_bn(MultitaskCNN(CNNConfig(backbone="resnet_tiny", va_decoding="centres")))
+    return trained_like(MultitaskCNN(CNNConfig(backbone="resnet_tiny", va_decoding="centres")))
 
 
 def _max_diff(a, b) -> float:
@@ -105,7 +88,7 @@ def test_cnn_gru_parity_with_other_lengths(tmp_path, tiny_cnn):
 
 def test_resnet50_caffe_parity(tmp_path):
     torch.manual_seed(0)
-    model = _randomise_bn(MultitaskCNN(CNNConfig(backbone="resnet50_caffe")))
+    model = trained_like(MultitaskCNN(CNNConfig(backbone="resnet50_caffe")))
     start = time.perf_counter()
     session = OnnxModel(export_onnx(model, tmp_path / "r50.onnx"), threads=1)
     x = torch.randn(2, 3, 112, 112) * 60

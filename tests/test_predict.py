@@ -25,14 +25,7 @@ from mtaffect.predict.predictor import Predictor
 from mtaffect.predict.runtime import FaceModel
 from mtaffect.predict.tables import COLUMNS
 from mtaffect.predict.temporal import StreamingWindows, predict_track
-
-
-def _randomise_bn(model: torch.nn.Module) -> None:
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+from mtaffect.testing import trained_like
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +40,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         ("cnn_gru", {"cnn": {"backbone": "resnet_tiny"}, "gru": {}}),
     ):
         model = create_model(kind, config)
-        _randomise_bn(model)
+        trained_like(model)
         out[kind] = folder / f"{kind}.safetensors"
         save_checkpoint(out[kind], model)
     yield out

@@ -45,7 +45,7 @@ VALENCE_WIDTH = 0.12  # relative mouth widening per unit of valence
 AROUSAL_BROW = 0.15  # brow rise per unit of arousal
 AROUSAL_EYE = 0.06  # eye-opening gain per unit of arousal
 EXPRESSION_CENTRES = np.array(
-    [[0.0, -0.05], [-0.55, 0.55], [-0.5, 0.2], [-0.4, 0.6], [0.6, 0.35], [-0.55, -0.35], [0.2, 0.65]]
+    [[0.0, -0.3], [-0.6, 0.65], [-0.55, 0.25], [-0.45, 0.75], [0.65, 0.4], [-0.6, -0.55], [0.2, 0.8]]
 )
 """Typical (valence, arousal) of each expression: VA is drawn around these, so it correlates with
 the expression without being determined by it."""
