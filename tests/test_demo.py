@@ -45,11 +45,6 @@ def test_demo_refuses_to_overwrite_without_asking(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="known shortfall (issue 4 open): the final GRU student reaches EXPR ≈ 0.88 but mean CCC ≈ 0.77 "
-    "(arousal ≈ 0.69) on the synthetic validation set, below the 0.8 bar; see docs/evaluation.md",
-    strict=False,
-)
 def test_full_demo_meets_its_bar(tmp_path):
     result = run_demo(tmp_path / "demo", overrides=["train.progress=false"])
     gru = result.evaluation["gru_student"].set_index("database").loc["affwild2"]
