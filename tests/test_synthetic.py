@@ -173,6 +173,17 @@ def test_cues_follow_valence_and_arousal():
         assert high[19, 1] < low[19, 1]  # brows rise with arousal
 
 
+def test_tracks_vary_arousal_about_as_much_as_valence():
+    """CCC punishes a narrow label range: the demo's bar needs arousal to vary like valence
+    (std ≈ 0.47 vs 0.44 over long runs; the first centres gave arousal 0.35, and the demo missed it)."""
+    rng = np.random.default_rng(0)
+    runs = [affect_sequence(rng, 200) for _ in range(200)]
+    valence = np.concatenate([v for _, v, _ in runs])
+    arousal = np.concatenate([a for _, _, a in runs])
+    assert arousal.std() >= 0.42 and arousal.std() >= 0.9 * valence.std()
+    assert np.abs(arousal).max() <= 0.98 and -0.2 < arousal.mean() < 0.4
+
+
 def test_expression_is_learnable_by_a_linear_model():
     """The expression cues survive pose, colour and lighting: even a linear probe on 32×32 grey
     pixels reads them (a small CNN gets ≈0.97 accuracy, docs/synthetic.md)."""
