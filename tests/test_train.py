@@ -175,7 +175,23 @@ def _validator(calls: list, interrupt_at: int | None = None):
     return validate
 
 
-def _run(run_dir, *, resume=False, interrupt_at=None, epochs=3, validate=None):
+class _CutAt:
+    """The test data, but the process "dies" (KeyboardInterrupt) before step ``step`` of ``epoch``."""
+
+    def __init__(self, data, epoch: int, step: int) -> None:
+        self.data, self.cut_epoch, self.cut_step = data, epoch, step
+
+    def steps_per_epoch(self) -> int:
+        return self.data.steps_per_epoch()
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        for step, batch in enumerate(self.data.epoch(epoch, start_step), start=start_step):
+            if (epoch, step) == (self.cut_epoch, self.cut_step):
+                raise KeyboardInterrupt
+            yield batch
+
+
+def _run(run_dir, *, resume=False, interrupt_at=None, epochs=3, validate=None, data=None, **kw):
     torch.manual_seed(0)
     model = tiny_cnn(0)
     task = SupervisedTask(model, LossConfig())
@@ -183,7 +199,7 @@ def _run(run_dir, *, resume=False, interrupt_at=None, epochs=3, validate=None):
     saved = []
     result = fit(
         task,
-        make_data(),
+        data or make_data(),
         optimizer,
         run_dir=run_dir,
         epochs=epochs,
@@ -194,6 +210,7 @@ def _run(run_dir, *, resume=False, interrupt_at=None, epochs=3, validate=None):
         resume=resume,
         progress=False,
         tensorboard=False,
+        **kw,
     )
     return model, result, saved
 
@@ -210,6 +227,22 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
     assert result.history[-1]["val_abaw_sum"] == pytest.approx(ref_result.history[-1]["val_abaw_sum"])
     csv = pd.read_csv(tmp_path / "cut" / "metrics.csv")
     assert list(csv["epoch"]) == [1, 2, 3] and "train_loss" in csv
+
+
+def test_resume_inside_an_epoch_gives_the_same_weights_and_losses(tmp_path):
+    assert make_data().steps_per_epoch() == 3
+    reference, ref_result, _ = _run(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):  # killed before the last step of the second epoch
+        _run(tmp_path / "cut", data=_CutAt(make_data(), epoch=1, step=2), save_every_steps=1)
+    state = load_state(tmp_path / "cut" / STATE_FILE)
+    assert (state["epoch"], state["step"]) == (1, 2) and set(state["sums"]) >= {"loss"}
+    resumed, result, _ = _run(tmp_path / "cut", resume=True, save_every_steps=1)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert [r["steps"] for r in result.history] == [3, 3, 3]
+    for ref_row, row in zip(ref_result.history, result.history):  # the epoch means include the saved sums
+        assert row["train_loss"] == ref_row["train_loss"]
+        assert row["val_abaw_sum"] == pytest.approx(ref_row["val_abaw_sum"])
 
 
 def test_a_finished_run_resumes_to_nothing_new(tmp_path):

@@ -109,6 +109,9 @@ class TrainConfig:
     """False (authors): forward each task set separately, so BatchNorm statistics are per source."""
     max_steps_per_epoch: int = 0
     """Cap on steps per epoch (0 = the shortest task set decides, METHOD.md §4.2)."""
+    save_every_steps: int = 1000
+    """Also write the resume state every this many steps inside an epoch (0 = at epoch ends only):
+    an interrupted epoch then continues from there, with the same result, instead of starting over."""
     workers: int = 0
     """DataLoader worker processes reading and augmenting batches (0 = in the training process)."""
     device: str = "auto"

@@ -9,7 +9,9 @@ resume state. Per epoch (METHOD.md §5): validate, then keep the checkpoint if
 
 Files in the run folder: ``metrics.csv`` (one row per epoch: mean training losses, validation
 metrics, time), TensorBoard scalars under ``tb/`` when the package is installed, ``last_state.pt``
-(resume), and whatever ``save_best`` writes (the stage writes ``best.safetensors``).
+(resume: written at the end of every epoch and, with ``save_every_steps``, every that many steps
+inside an epoch, so that an interrupted long epoch continues from its last such step instead of
+starting over), and whatever ``save_best`` writes (the stage writes ``best.safetensors``).
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ def fit(
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
     resume: bool = False,
+    save_every_steps: int = 0,
     progress: bool = True,
     tensorboard: bool = True,
     trainer: nn.Module | None = None,
@@ -147,7 +150,10 @@ def fit(
     to_device: ``(batch, device) -> batch`` (e.g. uint8 → normalised float on the device).
     amp_dtype: autocast dtype (bf16/fp16) or None; fp16 also uses a GradScaler.
     resume: continue from ``run_dir/last_state.pt`` if it exists (exactly: same weights as an
-        uninterrupted run with the same seed on CPU).
+        uninterrupted run with the same seed on CPU), mid-epoch if the state was written there.
+    save_every_steps: also write the resume state after every this many steps of an epoch (0: only
+        at epoch ends). The data's batches depend only on (seed, epoch, step, rank), so the resumed
+        epoch asks for its remaining steps and carries on with the saved partial loss sums.
     """
     run_dir = Path(run_dir)
     device = torch.device(device)
@@ -156,7 +162,8 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     stopper = EarlyStopping(patience)
     history: list[dict[str, Any]] = []
-    start_epoch = 0
+    start_epoch = start_step = 0
+    partial: dict[str, Any] = {}  # a mid-epoch state: the interrupted epoch's loss sums and time
     state_path = run_dir / STATE_FILE
     if resume and state_path.exists():
         state = load_state(state_path, device)
@@ -166,6 +173,8 @@ def fit(
         stopper.load_state_dict(state["early_stopping"])
         history = list(state["history"])
         start_epoch = int(state["epoch"])
+        start_step = int(state.get("step", 0))
+        partial = {"sums": dict(state.get("sums", {})), "seconds": float(state.get("seconds", 0.0))}
         restore_rng(state["rng"])
 
     board = _TensorBoard(run_dir / "tb", tensorboard and _is_main(rank))
@@ -185,12 +194,16 @@ def fit(
         for epoch in range(start_epoch, epochs):
             if stopper.should_stop:  # a run that stopped early stays stopped; more epochs may be added
                 break
-            t0 = time.perf_counter()
+            first = start_step if epoch == start_epoch else 0
+            t0 = time.perf_counter() - (partial.get("seconds", 0.0) if first else 0.0)
             task.train()
-            sums: dict[str, torch.Tensor] = {}
-            done_steps = 0
+            sums: dict[str, torch.Tensor] = (
+                {k: v.to(device) for k, v in partial["sums"].items()} if first else {}
+            )
+            done_steps = first
             bar = _progress(steps, f"{desc} epoch {epoch + 1}/{epochs}", progress and _is_main(rank))
-            for step, batch in enumerate(data.epoch(epoch)):
+            bar.update(first)
+            for step, batch in enumerate(data.epoch(epoch, first), start=first):
                 if to_device is not None:
                     batch = to_device(batch, device)
                 optimizer.zero_grad(set_to_none=True)
@@ -212,6 +225,21 @@ def fit(
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{loss.item():.4f}")
+                if save_every_steps > 0 and done_steps % save_every_steps == 0 and done_steps < steps:
+                    if _is_main(rank):
+                        save_state(
+                            state_path,
+                            model=model.state_dict(),
+                            optimizer=optimizer.state_dict(),
+                            scaler=scaler.state_dict(),
+                            early_stopping=stopper.state_dict(),
+                            history=history,
+                            epoch=epoch,
+                            step=done_steps,
+                            sums={k: v.detach().cpu() for k, v in sums.items()},
+                            seconds=time.perf_counter() - t0,
+                            finished=False,
+                        )
             bar.close()
             _sync_buffers(model, world)
             n_steps = max(1, done_steps)
@@ -242,6 +270,7 @@ def fit(
                     early_stopping=stopper.state_dict(),
                     history=history,
                     epoch=epoch + 1,
+                    step=0,
                     finished=done,
                 )
             if world > 1:

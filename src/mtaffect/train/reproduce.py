@@ -17,7 +17,7 @@ Each run's config is: its packaged stage recipe, then the ``base`` diff (e.g. ``
 its optional ``stages: {stage name: diff}`` block adds per-stage diffs), then the user's ``key=value``
 overrides, then the run's own keys (index, seed, teacher/CNN checkpoints, the ablated option).
 Runs live in ``<out>/seed_<s>/<run>/``; a finished run leaves ``reproduce.json`` and is skipped when
-the command is repeated; an interrupted one resumes from its last epoch. Scores are the best
+the command is repeated; an interrupted one resumes from its last saved epoch or step. Scores are the best
 epoch's validation metrics (the official per-frame protocol on every Aff-Wild2 validation frame).
 The result is ``<out>/ablations.md`` (mean ± sample std over seeds, the paper's layout: rows
 Method, columns EXPR / Valence / Arousal, the paper's numbers beside them), ``ablations.csv``

@@ -53,6 +53,7 @@ RESUMABLE_CHANGES = {
     "train.workers",
     "train.threads",
     "train.tensorboard",
+    "train.save_every_steps",
 }
 
 
@@ -315,6 +316,7 @@ def run_stage(
             device=ctx.device,
             amp_dtype=_amp_dtype(config.train.amp, ctx.device),
             resume=resume,
+            save_every_steps=config.train.save_every_steps,
             progress=config.train.progress,
             tensorboard=config.train.tensorboard,
             trainer=distributed.wrap(task, ctx),
