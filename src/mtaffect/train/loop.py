@@ -184,6 +184,18 @@ def fit(
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=amp_dtype)
 
+    def save_resume(**position: Any) -> None:
+        """``last_state.pt`` with everything to continue at ``position`` (epoch, step, ...)."""
+        save_state(
+            state_path,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scaler=scaler.state_dict(),
+            early_stopping=stopper.state_dict(),
+            history=history,
+            **position,
+        )
+
     steps = data.steps_per_epoch()
     if steps <= 0:
         raise UserError(f"{desc}: an epoch has no training step (fewer samples than one batch per task set)")
@@ -226,14 +238,8 @@ def fit(
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{loss.item():.4f}")
                 if save_every_steps > 0 and done_steps % save_every_steps == 0 and done_steps < steps:
-                    if _is_main(rank):
-                        save_state(
-                            state_path,
-                            model=model.state_dict(),
-                            optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(),
-                            early_stopping=stopper.state_dict(),
-                            history=history,
+                    if _is_main(rank):  # mid-epoch: the epoch in progress, its steps, sums and time
+                        save_resume(
                             epoch=epoch,
                             step=done_steps,
                             sums={k: v.detach().cpu() for k, v in sums.items()},
@@ -262,17 +268,7 @@ def fit(
                 write_csv(pd.DataFrame(history), run_dir / "metrics.csv")
                 board.log(row, epoch + 1)
                 done = stopper.should_stop or epoch + 1 >= epochs
-                save_state(
-                    state_path,
-                    model=model.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    scaler=scaler.state_dict(),
-                    early_stopping=stopper.state_dict(),
-                    history=history,
-                    epoch=epoch + 1,
-                    step=0,
-                    finished=done,
-                )
+                save_resume(epoch=epoch + 1, step=0, finished=done)
             if world > 1:
                 import torch.distributed as dist
 
