@@ -10,6 +10,7 @@ import torch
 from mtaffect.data.sequences import (
     SequenceConfig,
     WindowLoader,
+    WindowTaskData,
     build_window_loaders,
     build_window_set,
     gru_frames,
@@ -76,6 +77,14 @@ def test_loader_batches_use_one_draw_per_window_and_are_seeded(tmp_path):
     assert targets.expression.shape == (2, 16) and targets.has_expression.dtype == torch.bool
     again = list(iterate_steps(build_window_loaders(index, cache, cfg, batch_size=2, seed=3), epoch=0))
     torch.testing.assert_close(again[0]["VA"][0]["VA"], steps[0]["VA"][0]["VA"])
+    # a resumed epoch asks for its remaining steps and gets exactly the uninterrupted ones
+    data = WindowTaskData(loaders)
+    full = list(data.epoch(1))
+    assert len(full) >= 2
+    for a, b in zip(full[1:], data.epoch(1, start_step=1), strict=True):
+        for name in a:
+            torch.testing.assert_close(a[name][0], b[name][0], rtol=0, atol=0)
+            torch.testing.assert_close(a[name][1].valence, b[name][1].valence, rtol=0, atol=0)
     other_epoch = list(iterate_steps(loaders, epoch=1))
     assert any(
         not torch.equal(a["EXPR"][0]["EXPR"], b["EXPR"][0]["EXPR"]) for a, b in zip(steps, other_epoch)
