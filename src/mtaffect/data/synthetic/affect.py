@@ -114,7 +114,7 @@ class TrackLook:
         self.look = Appearance.random(rng)
         self.bg = background(rng, size, size)
         self.size = size
-        self.scale = rng.uniform(0.285, 0.305) * size  # face half-width in pixels (aligned crops: ±3 %)
+        self.scale = rng.uniform(0.285, 0.305) * size  # face half-width in pixels (aligned crops: ±3.5 %)
         self.roll = rng.uniform(-8.0, 8.0)
         self.yaw = rng.uniform(-0.6, 0.6)
         self.phase = rng.uniform(0, 2 * np.pi)
