@@ -245,6 +245,38 @@ def test_resume_inside_an_epoch_gives_the_same_weights_and_losses(tmp_path):
         assert row["val_abaw_sum"] == pytest.approx(ref_row["val_abaw_sum"])
 
 
+def _as_if_written_on_a_gpu(path) -> None:
+    """Rewrite a resume state as a CUDA run writes it: every tensor's storage tagged ``cuda:0``,
+    plus the CUDA RNG states of two GPUs (torch records where each storage lived)."""
+    import torch.serialization as serialization
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["rng"]["cuda"] = [torch.get_rng_state(), torch.get_rng_state()]
+    real_tag = serialization.location_tag
+    serialization.location_tag = lambda storage: "cuda:0"
+    try:
+        torch.save(state, path)
+    finally:
+        serialization.location_tag = real_tag
+
+
+def test_a_state_written_on_a_gpu_resumes_anywhere_with_the_same_weights(tmp_path):
+    reference, _, _ = _run(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "cut", data=_CutAt(make_data(), epoch=1, step=2), save_every_steps=1)
+    state_path = tmp_path / "cut" / STATE_FILE
+    _as_if_written_on_a_gpu(state_path)
+    if not torch.cuda.is_available():  # the file really names a device this machine lacks
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(state_path, weights_only=True)
+    state = load_state(state_path)
+    tensors = [state["rng"]["torch"], *state["rng"]["cuda"], *state["model"].values()]
+    assert all(t.device.type == "cpu" for t in tensors)
+    resumed, _, _ = _run(tmp_path / "cut", resume=True, save_every_steps=1)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
 def test_a_finished_run_resumes_to_nothing_new(tmp_path):
     _run(tmp_path / "r", epochs=2)
     model, result, saved = _run(tmp_path / "r", epochs=2, resume=True)

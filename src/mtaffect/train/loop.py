@@ -166,7 +166,7 @@ def fit(
     partial: dict[str, Any] = {}  # a mid-epoch state: the interrupted epoch's loss sums and time
     state_path = run_dir / STATE_FILE
     if resume and state_path.exists():
-        state = load_state(state_path, device)
+        state = load_state(state_path)  # on the CPU; load_state_dict moves it
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])

@@ -5,6 +5,10 @@ strings, lists and dicts, so it loads with ``torch.load(..., weights_only=True)`
 arbitrary objects): model and optimizer state, the GradScaler state, the early-stopping state, the
 per-epoch history, the epoch count, and the python / numpy / torch (and CUDA) random states.
 The data pipeline needs no saved state: its draws depend only on (seed, epoch, step, rank).
+
+A state resumes on any device, whatever device wrote it: it is always read onto the CPU (RNG states
+must be CPU byte tensors; ``load_state_dict`` of the model and the optimizer then moves weights and
+moments onto the parameters' device), and CUDA RNG states are restored for the GPUs that exist.
 """
 
 from __future__ import annotations
@@ -88,20 +92,26 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng`."""
-    random.setstate(
-        (state["python_version"], tuple(int(v) for v in state["python"].tolist()), state["python_gauss"])
-    )
+    mt = tuple(int(v) for v in state["python"].cpu().tolist())
+    random.setstate((state["python_version"], mt, state["python_gauss"]))
     legacy = (
         state["numpy_name"],
-        state["numpy"].numpy().astype(np.uint32),
+        state["numpy"].cpu().numpy().astype(np.uint32),
         state["numpy_pos"],
         state["numpy_has_gauss"],
         state["numpy_cached"],
     )
     np.random.set_state(legacy)  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(_cpu_bytes(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # one state per GPU of the run that wrote it; a machine with fewer GPUs restores the first ones
+        cuda_states = [_cpu_bytes(s) for s in state["cuda"]][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+def _cpu_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    """An RNG state as torch wants it: a contiguous uint8 tensor on the CPU."""
+    return tensor.detach().to("cpu", torch.uint8).contiguous()
 
 
 def save_state(path: str | Path, **state: Any) -> None:
@@ -111,11 +121,16 @@ def save_state(path: str | Path, **state: Any) -> None:
         torch.save(payload, tmp)
 
 
-def load_state(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Read a resume state with ``weights_only=True``; errors name the file."""
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a resume state onto the CPU with ``weights_only=True``; errors name the file.
+
+    Always the CPU, whichever device wrote it or will train next: loading onto the training device
+    would put the RNG states on a GPU (where ``restore_rng`` cannot read them) and would fail for a
+    state written on a GPU that this machine lacks.
+    """
     path = Path(path)
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InputFormatError(path, "no resume state here (was the run started?)") from None
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user-facing problem
