@@ -24,6 +24,7 @@ from mtaffect.evaluate import (
 from mtaffect.models.gru import GRUConfig, TemporalModel
 from mtaffect.models.outputs import Outputs, va_bin_values
 from mtaffect.models.preprocessing import Preprocessing
+from mtaffect.testing import approx32
 from test_features import PREP, FakeReader, build, tiny_cnn, toy_index
 
 
@@ -94,7 +95,7 @@ def test_cnn_validator_matches_direct_prediction_and_keeps_train_mode():
     got = validate(model)
     from mtaffect.evaluate import _with_predictions
 
-    assert got == pytest.approx(summary_metrics(_with_predictions(index, direct)))
+    assert got == approx32(summary_metrics(_with_predictions(index, direct)))  # batch 5 vs 7
 
 
 def perfect_predictions() -> pd.DataFrame:

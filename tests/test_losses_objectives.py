@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from mtaffect.losses import LossConfig, student_objective, teacher_objective
 from mtaffect.models.outputs import Outputs, Targets
+from mtaffect.testing import approx32
 
 N = 8
 
@@ -147,7 +148,7 @@ def _ref_student(student, teacher, targets, lam=0.6):
 def test_teacher_matches_authors_procedure() -> None:
     student, _, targets = _batch()
     got = teacher_objective(student, targets)
-    assert got["loss"].item() == pytest.approx(_ref_teacher(student, targets).item(), rel=1e-5)
+    assert got["loss"].item() == approx32(_ref_teacher(student, targets).item())
     assert got["loss"].requires_grad
     assert {"expr/EXPR", "expr/EXPR_VA", "valence/VA", "arousal/VA", "valence/EXPR_VA"} <= set(got)
     assert got["head_va/VA"].item() == pytest.approx((got["valence/VA"] + got["arousal/VA"]).item())
@@ -166,7 +167,7 @@ def test_teacher_head_average_false_is_the_sum_of_eq7() -> None:
     parts = teacher_objective(student, targets)
     total = sum(v for k, v in parts.items() if k.startswith("head_"))
     summed = teacher_objective(student, targets, LossConfig(head_average=False))["loss"]
-    assert summed.item() == pytest.approx(total.item(), rel=1e-6)
+    assert summed.item() == approx32(total.item())
     assert summed.item() != pytest.approx(parts["loss"].item(), rel=1e-3)
 
 
@@ -195,7 +196,7 @@ def test_padded_frames_do_not_change_the_teacher_loss() -> None:
             torch.cat([y.has_va, torch.zeros(3, dtype=torch.bool)]),
         )
     a = teacher_objective(student, targets)["loss"].item()
-    assert teacher_objective(padded_out, padded_tg)["loss"].item() == pytest.approx(a, rel=1e-6)
+    assert teacher_objective(padded_out, padded_tg)["loss"].item() == approx32(a)
 
 
 # ----------------------------------------------------------------------------- student
@@ -205,7 +206,7 @@ def test_padded_frames_do_not_change_the_teacher_loss() -> None:
 def test_student_matches_authors_kd_v2(secondary) -> None:
     student, teacher, targets = _batch(secondary, secondary)
     got = student_objective(student, teacher, targets)
-    assert got["loss"].item() == pytest.approx(_ref_student(student, teacher, targets).item(), rel=1e-5)
+    assert got["loss"].item() == approx32(_ref_student(student, teacher, targets).item())
 
 
 def test_one_labelled_secondary_frame_is_nan_for_the_authors_but_finite_here() -> None:
@@ -220,7 +221,7 @@ def test_one_labelled_secondary_frame_is_nan_for_the_authors_but_finite_here() -
     ce_v = F.cross_entropy(
         s.valence[:1], torch.as_tensor(np.digitize(y.valence[:1].numpy(), np.linspace(-1, 1, 21)) - 1)
     )
-    assert got["valence/EXPR"].item() == pytest.approx(ce_v.item() + 1.0, rel=1e-5)
+    assert got["valence/EXPR"].item() == approx32(ce_v.item() + 1.0)
 
 
 def test_eq9_and_eq10_differ_exactly_when_a_secondary_label_is_present() -> None:
@@ -244,7 +245,7 @@ def test_eq9_secondary_head_is_pure_kd_with_weight_one() -> None:
     got = student_objective(student, teacher, targets, shared_labels=False)
     s, t = student["EXPR"], teacher["EXPR"]
     expected = _ref_kd(s.valence, t.valence) + _ref_kd(s.arousal, t.arousal)
-    assert got["head_va/EXPR"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert got["head_va/EXPR"].item() == approx32(expected.item())
 
 
 def test_group_average_paper_vs_authors() -> None:
@@ -252,9 +253,8 @@ def test_group_average_paper_vs_authors() -> None:
     for secondary in (ALL, NONE, [True, False] * (N // 2)):  # agree: one group, or equal group sizes
         student, teacher, targets = _batch(secondary, secondary)
         a = student_objective(student, teacher, targets)["loss"].item()
-        assert student_objective(student, teacher, targets, cfg_paper)["loss"].item() == pytest.approx(
-            a, rel=1e-6
-        )
+        assert student_objective(student, teacher, targets, cfg_paper)["loss"].item() == approx32(
+            a)
     student, teacher, targets = _batch(SOME, SOME)  # 2 labelled vs 6 unlabelled
     authors = student_objective(student, teacher, targets)
     paper = student_objective(student, teacher, targets, cfg_paper)
@@ -266,8 +266,8 @@ def test_group_average_paper_vs_authors() -> None:
     g_l = 0.6 * F.cross_entropy(s.expression[flag], y.expression[flag]) + 0.4 * _ref_kd(
         s.expression[flag], t.expression[flag]
     )
-    assert paper["head_expr/VA"].item() == pytest.approx(((6 * kd_u + 2 * g_l) / 8).item(), rel=1e-5)
-    assert authors["head_expr/VA"].item() == pytest.approx(((kd_u + g_l) / 2).item(), rel=1e-5)
+    assert paper["head_expr/VA"].item() == approx32(((6 * kd_u + 2 * g_l) / 8).item())
+    assert authors["head_expr/VA"].item() == approx32(((kd_u + g_l) / 2).item())
 
 
 def test_t_squared_scales_pure_distillation_by_t_squared() -> None:
@@ -277,7 +277,7 @@ def test_t_squared_scales_pure_distillation_by_t_squared() -> None:
     without = student_objective(student, teacher, targets, dataclasses.replace(kd_only, t_squared=False))[
         "loss"
     ].item()
-    assert with_t2 == pytest.approx(4.0 * without, rel=1e-6)
+    assert with_t2 == approx32(4.0 * without)
 
 
 def test_student_equal_to_teacher_has_zero_distillation() -> None:
@@ -293,7 +293,7 @@ def test_lambda_one_with_all_labels_is_pure_supervision() -> None:
     got = student_objective(student, teacher, targets, LossConfig(lambda_supervision=1.0))
     teacher_form = teacher_objective(student, targets)["loss"]  # same heads, but secondaries add terms
     assert got["loss"].item() > 0 and teacher_form.item() > 0
-    assert got["head_expr/EXPR"].item() == pytest.approx(got["expr/EXPR"].item(), rel=1e-6)
+    assert got["head_expr/EXPR"].item() == approx32(got["expr/EXPR"].item())
 
 
 def test_teacher_outputs_receive_no_gradient() -> None:
@@ -366,7 +366,7 @@ def test_temporal_outputs_are_flattened() -> None:
         {k: to_bt(v) for k, v in teacher.items()},
         {k: tg_bt(v) for k, v in targets.items()},
     )["loss"].item()
-    assert temporal == pytest.approx(flat, rel=1e-6)
+    assert temporal == approx32(flat)
 
 
 def test_extra_valid_mask_excludes_frames() -> None:
@@ -382,7 +382,7 @@ def test_extra_valid_mask_excludes_frames() -> None:
         for k, v in targets.items()
     }
     a = student_objective(student, teacher, masked)["loss"].item()
-    assert a == pytest.approx(student_objective(cut, cut_t, cut_y)["loss"].item(), rel=1e-6)
+    assert a == approx32(student_objective(cut, cut_t, cut_y)["loss"].item())
 
 
 def test_bad_inputs_are_rejected() -> None:
@@ -425,7 +425,7 @@ def test_half_precision_outputs_are_scored_in_float32() -> None:
     exact = {k: Outputs(v.expression.float(), v.valence.float(), v.arousal.float()) for k, v in half.items()}
     got = student_objective(half, teacher, targets)["loss"]
     assert got.dtype == torch.float32
-    assert got.item() == pytest.approx(student_objective(exact, teacher, targets)["loss"].item(), rel=1e-6)
+    assert got.item() == approx32(student_objective(exact, teacher, targets)["loss"].item())
 
 
 def test_objectives_never_read_tensor_values_on_the_host() -> None:

@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 
-__all__ = ["trained_like"]
+__all__ = ["FLOAT32_ATOL", "FLOAT32_RTOL", "approx32", "assert_close32", "trained_like"]
+
+# How far two float32 computations of the same quantity may drift when only the order of the
+# arithmetic changes: another batch size (GEMM blocking), another thread count (reduction split),
+# another CPU (AVX2 vs AVX-512 kernels, fused multiply-add or not). One rounding is ~6e-8 relative;
+# a ResNet forward, a softmax expectation and a CCC over a few hundred frames compound that to
+# ~1e-6 relative (1.04e-6 was observed between batch sizes 5 and 7). 1e-4 leaves a 100x margin
+# and still catches any real difference (a wrong frame, a missing normalisation: >= 1e-2).
+# Results computed the same way twice on one machine are compared exactly instead.
+FLOAT32_RTOL = 1e-4
+FLOAT32_ATOL = 1e-5
+
+
+def approx32(expected: Any) -> Any:
+    """``pytest.approx`` with the float32 reordering tolerance (scalars, sequences, dicts)."""
+    import pytest  # a test-time dependency only
+
+    return pytest.approx(expected, rel=FLOAT32_RTOL, abs=FLOAT32_ATOL)
+
+
+def assert_close32(actual: Any, expected: Any, msg: str = "") -> None:
+    """Arrays or tensors equal up to float32 reordering (see ``FLOAT32_RTOL``)."""
+    a = actual.detach().cpu().numpy() if torch.is_tensor(actual) else np.asarray(actual)
+    b = expected.detach().cpu().numpy() if torch.is_tensor(expected) else np.asarray(expected)
+    np.testing.assert_allclose(a, b, rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL, err_msg=msg)
 
 
 def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
