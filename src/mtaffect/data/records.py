@@ -36,6 +36,7 @@ __all__ = [
     "empty_records",
     "check_relative_paths",
     "read_text_lines",
+    "split_lines",
     "string_array",
 ]
 
@@ -180,6 +181,7 @@ def empty_records() -> pd.DataFrame:
 
 _ESCAPE = re.compile(r"(?:^|/)\.\.(?:/|$)")
 _ABSOLUTE = re.compile(r"^(?:/|[A-Za-z]:)")
+_CONTROL = r"[\x00-\x1f\x7f]"  # NUL and other control characters: no file system path holds them
 
 
 def check_relative_paths(
@@ -187,24 +189,35 @@ def check_relative_paths(
 ) -> np.ndarray:
     """Boolean mask of paths that stay inside the database root (POSIX-normalised in place).
 
-    Absolute paths and paths with a ``..`` component are rejected: an error naming the file and
-    line in strict mode, a counted skip (``path_escapes_root``) in lenient mode.
+    Absolute paths and paths with a ``..`` component are rejected (``path_escapes_root``), so are
+    paths holding a NUL byte or another control character (``bad_path``): an error naming the
+    file and line in strict mode, a counted skip in lenient mode.
     """
+    control = paths.str.contains(_CONTROL, regex=True).fillna(False).to_numpy(dtype=bool)
     bad = paths.str.match(_ABSOLUTE.pattern) | paths.str.contains(_ESCAPE.pattern, regex=True)
-    bad = bad.fillna(False).to_numpy(dtype=bool)
-    for i in np.flatnonzero(bad):
-        skips.malformed(
-            database,
-            file,
-            int(lines[i]),
-            f"image path {paths.iloc[i]!r} escapes the database root (absolute or '..')",
-            reason="path_escapes_root",
-        )
-    return ~bad
+    bad = bad.fillna(False).to_numpy(dtype=bool) & ~control
+    for i in np.flatnonzero(control | bad):
+        if control[i]:
+            message = f"image path {paths.iloc[i][:60]!r} holds a control character (NUL, CR...)"
+            reason = "bad_path"
+        else:
+            message = f"image path {paths.iloc[i]!r} escapes the database root (absolute or '..')"
+            reason = "path_escapes_root"
+        skips.malformed(database, file, int(lines[i]), message, reason=reason)
+    return ~(bad | control)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of ``text`` split at LF, CRLF or a lone CR, and nowhere else.
+
+    ``str.splitlines`` also splits at form feeds, vertical tabs, U+0085 and U+2028, which no
+    editor counts as line ends: line numbers in messages would drift from the user's.
+    """
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def read_text_lines(path: str | Path) -> list[str]:
-    """Lines of a text file: UTF-8 with or without BOM, any line ends, trailing spaces stripped.
+    """Lines of a text file: UTF-8 with or without BOM, LF/CRLF/CR line ends, trailing spaces stripped.
 
     Physical line numbers are preserved (line i of the file is element i - 1); trailing blank
     lines are dropped.
@@ -217,7 +230,7 @@ def read_text_lines(path: str | Path) -> list[str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise InputFormatError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from err
-    lines = [line.rstrip() for line in text.splitlines()]
+    lines = [line.rstrip() for line in split_lines(text)]
     while lines and not lines[-1]:
         lines.pop()
     return lines

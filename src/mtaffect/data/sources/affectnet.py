@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mtaffect import labels
+from mtaffect.data.numbers import NumberError, json_number, parse_column, parse_number
 from mtaffect.data.records import Skips, check_relative_paths, make_records, read_text_lines
 from mtaffect.errors import UserError
 
@@ -139,31 +140,27 @@ def _read_csv(path: Path, split: str, image_prefix: str, image_root: Path, skips
         return make_records(0)
     line_no = np.asarray(numbers)
     columns = list(zip(*rows))
-    numeric = {}
-    for k, name in (
-        (1, "x"),
-        (2, "y"),
-        (3, "w"),
-        (4, "h"),
-        (6, "expression"),
-        (7, "valence"),
-        (8, "arousal"),
-    ):
-        values = pd.to_numeric(pd.Series(columns[k]).str.strip(), errors="coerce").to_numpy(np.float64)
+    numeric: dict[str, np.ndarray] = {}
+    errors: dict[int, str] = {}
+    # one validated parser (mtaffect.data.numbers): finite numbers, the code an int64 integer
+    fields = ((1, "x"), (2, "y"), (3, "w"), (4, "h"), (6, "expression"), (7, "valence"), (8, "arousal"))
+    for k, name in fields:
+        values, bad_k = parse_column(columns[k], integer=name == "expression", what=name)
         numeric[name] = values
+        for i, message in bad_k.items():
+            errors.setdefault(i, message)
     bad = np.zeros(len(rows), dtype=bool)
-    for name, values in numeric.items():
-        for i in np.flatnonzero(np.isnan(values) & ~bad):
-            skips.malformed(DATABASE, path, int(line_no[i]), f"field {name!r} is not a number")
-            bad[i] = True
+    bad[list(errors)] = True
+    for i in sorted(errors):
+        skips.malformed(DATABASE, path, int(line_no[i]), errors[i])
     code = numeric["expression"]
-    bad_code = ~bad & ((code != np.round(code)) | (code < 0) | (code > 10))
+    bad_code = ~bad & ((code < 0) | (code > 10))
     for i in np.flatnonzero(bad_code):
         skips.malformed(
             DATABASE,
             path,
             int(line_no[i]),
-            f"expression code {code[i]:g} outside 0..10",
+            f"expression code {code[i]} outside 0..10",
             reason="bad_expression_code",
         )
     bad |= bad_code
@@ -192,8 +189,20 @@ def _read_csv(path: Path, split: str, image_prefix: str, image_root: Path, skips
         next((str(p) for p in image_rel[usable & ~exists]), None),
     )
     sel = usable & exists
-    duplicated = pd.Series(image_rel[sel]).duplicated().to_numpy()
-    skips.count(DATABASE, "duplicate_row", int(duplicated.sum()))
+    # a repeated image: identical labels are a plain duplicate; other labels are a conflict,
+    # counted apart (the first row is kept, as for every repeat)
+    labelled = pd.DataFrame(
+        {"image": image_rel[sel], "e": expression[sel], "v": val[sel], "a": aro[sel], "c": code[sel]}
+    )
+    duplicated = labelled.duplicated("image").to_numpy()
+    identical = labelled.duplicated().to_numpy()
+    skips.count(DATABASE, "duplicate_row", int(identical.sum()))
+    skips.count(
+        DATABASE,
+        "conflicting_duplicate_row",
+        int((duplicated & ~identical).sum()),
+        next((str(p) for p in labelled["image"][duplicated & ~identical]), None),
+    )
     sel[np.flatnonzero(sel)[duplicated]] = False
     x, y = numeric["x"][keep][sel], numeric["y"][keep][sel]
     return make_records(
@@ -229,9 +238,17 @@ def read_affectnet_csv(root: str | Path, skips: Skips | None = None) -> tuple[pd
     return pd.concat(parts, ignore_index=True), info
 
 
-def _scalar(path: Path) -> Any:
+def _scalar(path: Path, *, integer: bool = False, what: str = "value") -> Any:
+    """The one number of an annotation ``.npy`` (the release stores it as text, e.g. ``'0.785'``)."""
     value = np.load(path, allow_pickle=False)
-    return value.reshape(-1)[0] if value.size == 1 else value
+    if value.size != 1:
+        raise NumberError(f"{what}: expected one value, found {value.size}")
+    item = value.reshape(-1)[0]
+    if isinstance(item, (bytes, np.bytes_)):
+        item = item.decode("utf-8", errors="replace")
+    if isinstance(item, str):
+        return parse_number(item, integer=integer, what=what)
+    return json_number(item.item() if isinstance(item, np.generic) else item, integer=integer, what=what)
 
 
 def read_affectnet_npy(root: str | Path, skips: Skips | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -255,9 +272,9 @@ def read_affectnet_npy(root: str | Path, skips: Skips | None = None) -> tuple[pd
         }
         for ident in ids:
             try:
-                code = int(float(_scalar(annotations / f"{ident}_exp.npy")))
-                val = float(_scalar(annotations / f"{ident}_val.npy"))
-                aro = float(_scalar(annotations / f"{ident}_aro.npy"))
+                code = _scalar(annotations / f"{ident}_exp.npy", integer=True, what="expression code")
+                val = _scalar(annotations / f"{ident}_val.npy", what="valence")
+                aro = _scalar(annotations / f"{ident}_aro.npy", what="arousal")
             except (OSError, ValueError) as err:
                 skips.malformed(
                     DATABASE,

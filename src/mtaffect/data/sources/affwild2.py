@@ -16,7 +16,6 @@ file is parsed in one numpy call, each image folder listed once.
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +25,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from mtaffect import labels
+from mtaffect.data.numbers import NumberError, bulk_numbers, parse_number
 from mtaffect.data.records import Skips, make_records, string_array
 from mtaffect.data.sources.affwild2_mtl import MTL_FILES, parse_mtl_file
 from mtaffect.data.sources.testlists import is_test_list_name, read_test_list, test_list_task
@@ -160,27 +159,9 @@ def list_frames(folder: Path) -> tuple[np.ndarray, pa.Array, int]:
     return frames, names, ignored
 
 
-def _fast_numbers(body: bytes, columns: int, kind: pa.DataType) -> np.ndarray | None:
-    """The body parsed by pyarrow's CSV reader, (lines, columns); None if any line is irregular."""
-    if not body:
-        return np.zeros((0, columns), dtype=kind.to_pandas_dtype())
-    names = [f"c{i}" for i in range(columns)]
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(body),
-            read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
-            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, kind), null_values=[]),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None
-    if table.num_rows != body.count(b"\n") + 1 or any(col.null_count for col in table.columns):
-        return None
-    return np.stack([col.to_numpy() for col in table.columns], axis=1)
-
-
 def _split_header(path: Path) -> tuple[str, bytes]:
-    raw = path.read_bytes()
+    """The header line and the body (LF line ends: CRLF and lone CR normalised, BOM dropped)."""
+    raw = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     head, _, body = raw.partition(b"\n")
@@ -189,6 +170,10 @@ def _split_header(path: Path) -> tuple[str, bytes]:
 
 def _lines(body: bytes) -> list[bytes]:
     return body.split(b"\n") if body else []
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", errors="replace")
 
 
 def parse_expr_file(path: Path, skips: Skips) -> tuple[np.ndarray, int] | None:
@@ -209,18 +194,15 @@ def parse_expr_file(path: Path, skips: Skips) -> tuple[np.ndarray, int] | None:
         )
         return None
     lines = _lines(body)
-    fast = _fast_numbers(body, 1, pa.int64())
+    fast = bulk_numbers(body, 1, integer=True)
     codes = None if fast is None else fast[:, 0]
     if codes is None:  # slow path: find the bad lines
         codes = np.full(len(lines), -1, dtype=np.int64)
         for r, line in enumerate(lines):
-            text = line.strip()
             try:
-                codes[r] = int(text)
-            except ValueError:
-                skips.malformed(
-                    DATABASE, path, r + 2, f"expected one integer expression code, found {text[:40]!r}"
-                )
+                codes[r] = parse_number(_text(line), integer=True, what="expression code")
+            except NumberError as err:
+                skips.malformed(DATABASE, path, r + 2, f"expected one integer expression code: {err}")
     bad = (codes < -1) | (codes >= n_classes)
     if bad.any():
         for r in np.flatnonzero(bad):
@@ -236,7 +218,11 @@ def parse_expr_file(path: Path, skips: Skips) -> tuple[np.ndarray, int] | None:
 
 
 def parse_va_file(path: Path, skips: Skips) -> np.ndarray | None:
-    """(R, 2) float64 valence/arousal per data row; NaN = unannotated (-5), out of range or skipped."""
+    """(R, 2) float64 valence/arousal per data row; NaN = unannotated (-5), out of range or skipped.
+
+    Both values must be finite numbers: ``-0.25,nan`` or ``Infinity,0.2`` is malformed (never
+    half a label, never an infinite one).
+    """
     header, body = _split_header(path)
     if header.replace(" ", "").lower() != _VA_HEADER:
         skips.malformed(
@@ -248,17 +234,21 @@ def parse_va_file(path: Path, skips: Skips) -> np.ndarray | None:
         )
         return None
     lines = _lines(body)
-    values = _fast_numbers(body, 2, pa.float64())
+    values = bulk_numbers(body, 2, integer=False)
     if values is None:
         values = np.full((len(lines), 2), np.nan)
         for r, line in enumerate(lines):
-            parts = line.decode("utf-8", errors="replace").strip().split(",")
+            parts = _text(line).split(",")
             try:
                 if len(parts) != 2:
-                    raise ValueError
-                values[r] = [float(parts[0]), float(parts[1])]
-            except ValueError:
-                skips.malformed(DATABASE, path, r + 2, f"expected 'valence,arousal', found {line[:40]!r}")
+                    raise NumberError(f"expected 'valence,arousal', found {_text(line)[:40]!r}")
+                values[r] = [
+                    parse_number(parts[0], what="valence"),
+                    parse_number(parts[1], what="arousal"),
+                ]
+            except NumberError as err:
+                values[r] = np.nan
+                skips.malformed(DATABASE, path, r + 2, str(err))
     sentinel = np.isclose(values, labels.AFFWILD2_VA_MISSING).any(axis=1)
     finite = np.isfinite(values).all(axis=1)
     out_of_range = finite & ~sentinel & ((values < labels.VA_MIN) | (values > labels.VA_MAX)).any(axis=1)
@@ -391,7 +381,7 @@ def read_affwild2(root: str | Path, skips: Skips | None = None) -> tuple[pd.Data
     if layout.mtl_files and not layout.task_dirs:
         n_classes_seen.add(8)
         for split, path in sorted(layout.mtl_files.items()):
-            table = parse_mtl_file(path, skips, DATABASE).drop_duplicates(["track", "frame"])
+            table = parse_mtl_file(path, skips, DATABASE)
             for track, group in table.groupby("track", sort=True):
                 frames, names = frames_of(str(track))
                 labelled = (group["expression"].to_numpy() >= 0) | group["valence"].notna().to_numpy()

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mtaffect import labels
+from mtaffect.data.numbers import parse_column
 from mtaffect.data.records import Skips, check_relative_paths, make_records, read_text_lines
 from mtaffect.errors import UserError
 
@@ -59,23 +60,30 @@ def read_expw(root: str | Path, skips: Skips | None = None) -> tuple[pd.DataFram
         return make_records(0), {"label_file": str(label_file.relative_to(root))}
     line_no = np.asarray(numbers)
     cols = list(zip(*rows))
-    num = np.stack(
-        [pd.to_numeric(pd.Series(cols[k]), errors="coerce").to_numpy(np.float64) for k in range(1, 8)], axis=1
-    )
-    bad = np.isnan(num).any(axis=1)
-    face_id, top, left, right, bottom, _conf, code = num.T
-    bad |= ~bad & ((face_id != np.round(face_id)) | (face_id < 0))
-    bad_code = ~bad & ((code != np.round(code)) | (code < 0) | (code > 6))
-    for i in np.flatnonzero(bad):
-        skips.malformed(
-            DATABASE, label_file, int(line_no[i]), "fields 2-8 must be numbers (face id, box, score, code)"
-        )
+    # one validated parser (mtaffect.data.numbers): a face id is an int64 integer, never a float
+    # (1e19 or 9223372036854775808 would collapse two faces); box and score are finite floats
+    face_id, errors = parse_column(cols[1], integer=True, lo=0, what="face id")
+    box = []
+    for k, what in ((2, "top"), (3, "left"), (4, "right"), (5, "bottom"), (6, "confidence")):
+        values, bad_k = parse_column(cols[k], what=what)
+        box.append(values)
+        for i, message in bad_k.items():
+            errors.setdefault(i, message)
+    top, left, right, bottom, _conf = box
+    code, bad_codes = parse_column(cols[7], integer=True, what="expression code")
+    for i, message in bad_codes.items():
+        errors.setdefault(i, message)
+    bad = np.zeros(len(rows), dtype=bool)
+    bad[list(errors)] = True
+    for i in sorted(errors):
+        skips.malformed(DATABASE, label_file, int(line_no[i]), errors[i])
+    bad_code = ~bad & ((code < 0) | (code > 6))
     for i in np.flatnonzero(bad_code):
         skips.malformed(
             DATABASE,
             label_file,
             int(line_no[i]),
-            f"expression code {code[i]:g} outside 0..6",
+            f"expression code {code[i]} outside 0..6",
             reason="bad_expression_code",
         )
     bad |= bad_code
@@ -85,12 +93,12 @@ def read_expw(root: str | Path, skips: Skips | None = None) -> tuple[pd.DataFram
     table = pd.DataFrame(
         {
             "name": names.to_numpy(object),
-            "face_id": np.nan_to_num(face_id).astype(np.int64),
+            "face_id": face_id,
             "top": top,
             "left": left,
             "right": right,
             "bottom": bottom,
-            "code": np.nan_to_num(code).astype(np.int64),
+            "code": code,
         }
     )[keep]
     exact_dup = table.duplicated()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mtaffect import labels
+from mtaffect.data.numbers import parse_number
 from mtaffect.data.records import Skips, check_relative_paths, make_records, read_text_lines
 from mtaffect.errors import InputFormatError
 
@@ -39,20 +41,26 @@ def _expression(text: str) -> float:
         return np.nan
     if text.lower() in _NAMES:
         return float(_NAMES[text.lower()])
-    value = int(text)  # ValueError for anything else
-    if not 0 <= value <= labels.OTHER_INDEX:
-        raise ValueError(f"expression {value} outside 0..{labels.OTHER_INDEX}")
-    return float(value)
+    return float(parse_number(text, integer=True, lo=0, hi=labels.OTHER_INDEX, what="expression"))
 
 
-def _va(text: str) -> float:
+def _va(text: str, what: str) -> float:
     text = text.strip()
     if not text:
         return np.nan
-    value = float(text)
-    if not labels.is_valid_va(value):
-        raise ValueError(f"{value:g} outside [-1, 1]")
-    return value
+    return float(parse_number(text, lo=labels.VA_MIN, hi=labels.VA_MAX, what=what))
+
+
+def _rows(reader: Any, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of a ``csv.reader``; a CSV syntax error is a one-line error."""
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise InputFormatError(path, f"not a readable CSV line ({err})", reader.line_num) from None
+        yield reader.line_num, fields
 
 
 def read_generic(
@@ -64,8 +72,8 @@ def read_generic(
     lines = read_text_lines(path)
     if not lines:
         raise InputFormatError(path, "empty file; expected a header with 'image' and label columns", 1)
-    reader = csv.reader(io.StringIO("\n".join(lines)))
-    header = [h.strip().lower() for h in next(reader)]
+    reader = _rows(csv.reader(io.StringIO("\n".join(lines))), path)
+    header = [h.strip().lower() for h in next(reader)[1]]
     if "image" not in header:
         raise InputFormatError(path, f"no 'image' column in the header {header}", 1)
     has_expr = "expression" in header
@@ -76,8 +84,7 @@ def read_generic(
     out: dict[str, list[Any]] = {
         k: [] for k in ("image", "expression", "valence", "arousal", "split", "track", "frame", "line")
     }
-    for fields in reader:
-        number = reader.line_num
+    for number, fields in reader:
         if not any(f.strip() for f in fields):
             continue
         if len(fields) != len(header):
@@ -85,15 +92,17 @@ def read_generic(
             continue
         try:
             expr = _expression(fields[col["expression"]]) if has_expr else np.nan
-            v = _va(fields[col["valence"]]) if has_va else np.nan
-            a = _va(fields[col["arousal"]]) if has_va else np.nan
+            v = _va(fields[col["valence"]], "valence") if has_va else np.nan
+            a = _va(fields[col["arousal"]], "arousal") if has_va else np.nan
             if np.isnan(v) != np.isnan(a):
                 raise ValueError("valence and arousal must be given together")
             split = fields[col["split"]].strip().lower() if "split" in col else "train"
             if split not in labels.SPLITS:
                 raise ValueError(f"split {split!r} is not one of {labels.SPLITS}")
             frame = fields[col["frame"]].strip() if "frame" in col else ""
-            frame_value = float(int(frame)) if frame else np.nan
+            frame_value = np.nan
+            if frame:  # stored as float64 on the way to Int64: exact up to 2**53
+                frame_value = float(parse_number(frame, integer=True, lo=0, hi=2**53, what="frame"))
         except ValueError as err:
             skips.malformed(database, path, number, str(err))
             continue
@@ -128,11 +137,22 @@ def read_generic(
         if name not in listing[folder]:
             ok[i] = False
             skips.count(database, "missing_image", 1, image)
-    keys = pd.DataFrame({k: out[k] for k in ("split", "track", "frame", "image")})
-    duplicated = np.zeros(len(ok), dtype=bool)
-    duplicated[np.flatnonzero(ok)] = keys[ok].duplicated().to_numpy(dtype=bool)
-    skips.count(database, "duplicate_row", int(duplicated.sum()))
-    sel = np.flatnonzero(ok & ~duplicated)
+    # a repeated (split, track, frame, image): identical labels are counted; other labels are
+    # malformed (strict: error at the repeat's line; lenient: every copy dropped and counted)
+    key_names = ["split", "track", "frame", "image"]
+    rows = pd.DataFrame({k: out[k] for k in (*key_names, "expression", "valence", "arousal", "line")})[ok]
+    identical = rows.duplicated(key_names + ["expression", "valence", "arousal"])
+    skips.count(database, "duplicate_row", int(identical.sum()))
+    rows = rows[~identical]
+    conflict = rows.duplicated(key_names, keep=False)
+    for line in rows.loc[rows.duplicated(key_names), "line"]:
+        skips.malformed(
+            database, path, int(line), "the same image is labelled again with other labels",
+            reason="conflicting_duplicate",
+        )
+    keep = np.zeros(len(ok), dtype=bool)
+    keep[rows.index[~conflict.to_numpy(dtype=bool)]] = True
+    sel = np.flatnonzero(keep)
 
     def pick(key: str, dtype: Any = object) -> np.ndarray:
         return np.asarray(out[key], dtype=dtype)[sel] if len(out[key]) else np.zeros(0, dtype)
