@@ -37,7 +37,8 @@ lint: setup
 
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
-	MTAFFECT_MEDIA=$(MEDIA) $(VENV)/bin/pytest -q
+	# two workers on 2 cores (one torch thread each, tests/conftest.py); a file stays on one worker
+	MTAFFECT_MEDIA=$(MEDIA) $(VENV)/bin/pytest -q -n auto --dist loadfile
 
 bench: setup
 	@echo "see BENCHMARKS.md for the command of each figure"
