@@ -257,8 +257,9 @@ def fit(
                 metrics = dict(validate(model)) if validate is not None else {}
             metrics = _broadcast(metrics, world)
             row.update({f"val_{k}": float(v) for k, v in metrics.items()})
-            score = metrics.get(SCORE_KEY, -row.get("train_loss", math.inf))
-            improved = stopper.update(float(score), epoch + 1)
+            score = float(metrics.get(SCORE_KEY, -row.get("train_loss", math.inf)))
+            # a NaN or infinite score (a non-finite label, an empty task) never selects a checkpoint
+            improved = stopper.update(score if math.isfinite(score) else math.nan, epoch + 1)
             row["best"] = improved
             row["seconds"] = round(time.perf_counter() - t0, 3)
             history.append(row)
@@ -275,6 +276,12 @@ def fit(
                 dist.barrier()
     finally:
         board.close()
+    if history and stopper.best_epoch < 0:  # no checkpoint was ever saved: never report one
+        raise UserError(
+            f"{desc}: no epoch had a finite validation score ({SCORE_KEY} = "
+            f"{history[-1].get('val_' + SCORE_KEY, 'nan')}), so no best checkpoint was written; "
+            f"see {run_dir / 'metrics.csv'} and check the validation labels"
+        )
     best = next((r for r in history if r["epoch"] == stopper.best_epoch), {})
     best_metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
     return FitResult(

@@ -1,0 +1,47 @@
+"""Issue 12, training side: a non-finite validation score never selects (or reports) a checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mtaffect.errors import UserError
+from mtaffect.losses import LossConfig
+from mtaffect.train.loop import fit
+from mtaffect.train.tasks import SupervisedTask
+from test_train import PREPARE, make_data, tiny_cnn
+
+
+def _fit(tmp_path, scores):
+    values = iter(scores)
+    torch.manual_seed(0)
+    model = tiny_cnn(0)
+    saved: list[int] = []
+    result = fit(
+        SupervisedTask(model, LossConfig()),
+        make_data(max_steps=1),
+        torch.optim.Adam(model.parameters()),
+        run_dir=tmp_path,
+        epochs=len(scores),
+        patience=0,
+        validate=lambda m: {"abaw_sum": next(values)},
+        to_device=PREPARE,
+        save_best=lambda m, e: saved.append(e),
+        progress=False,
+        tensorboard=False,
+    )
+    return result, saved
+
+
+def test_a_nan_score_in_every_epoch_is_an_error_not_a_phantom_checkpoint(tmp_path):
+    with pytest.raises(UserError, match="no epoch had a finite validation score"):
+        _fit(tmp_path, [math.nan, math.nan])
+    assert (tmp_path / "metrics.csv").exists()
+
+
+def test_non_finite_scores_are_never_selected(tmp_path):
+    result, saved = _fit(tmp_path, [math.nan, 0.3, math.inf, 0.2])
+    assert saved == [2] and result.best_epoch == 2
+    assert result.best_metrics["abaw_sum"] == pytest.approx(0.3)
