@@ -7,7 +7,9 @@ Weights are safetensors tensors (never pickle); metadata key ``mtaffect`` holds 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,180 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     meta = dict(meta)
     meta["preprocessing"] = Preprocessing.from_dict(meta.get("preprocessing") or {})
     return model, meta
+
+
+# ---------------------------------------------------------------------------------------------
+# A GRU stage's checkpoint holds the GRU alone; it runs on the embeddings of the CNN it was trained
+# on. Every consumer (predict, the Python Predictor, export, evaluate, join, the demo) finds that
+# CNN through :func:`find_cnn_checkpoint` and joins the two through :func:`load_model`.
+
+CNN_GRU_CHECKPOINT = "cnn_gru.safetensors"
+"""The self-contained CNN+GRU checkpoint a GRU stage writes beside its ``best.safetensors``."""
+
+SEARCH_LEVELS = 4
+"""How many folders above a GRU checkpoint's own folder are searched for a moved CNN."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recorded_cnn(meta: dict) -> tuple[list[str], str | None]:
+    """The CNN a GRU checkpoint was trained on: ``(paths as recorded, sha256 or None)``.
+
+    Paths: ``meta["cnn"]["checkpoint"]`` (absolute, written by the GRU stages) and the training
+    config's ``model.cnn_checkpoint`` (as the user typed it, often relative to where training ran).
+    """
+    cnn = meta.get("cnn") or {}
+    train_model = (meta.get("train") or {}).get("model") or {}
+    paths = [str(p) for p in (cnn.get("checkpoint"), train_model.get("cnn_checkpoint")) if p]
+    return list(dict.fromkeys(paths)), cnn.get("sha256")
+
+
+def _candidates(recorded: list[str], gru_path: Path) -> list[Path]:
+    """Where a recorded CNN path may be now: as recorded (absolute, or relative to the working
+    folder), then every tail of it (``cnn_student/best.safetensors``, ``best.safetensors``) under the
+    GRU checkpoint's folder and up to :data:`SEARCH_LEVELS` folders above it (a moved or copied run
+    keeps its runs side by side), nearest folder and longest tail first."""
+    folder = gru_path.resolve().parent
+    bases = [folder, *list(folder.parents)[:SEARCH_LEVELS]]
+    out: list[Path] = [Path(p) for p in recorded]
+    for base in bases:
+        for text in recorded:
+            parts = [
+                p for p in Path(text).parts[1 if Path(text).is_absolute() else 0 :] if p not in (".", "")
+            ]
+            out += [base.joinpath(*parts[-k:]) for k in range(len(parts), 0, -1)]
+    seen, unique = set(), []
+    for p in out:
+        key = str(p.resolve()) if p.exists() else str(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _cnn_problem(path: Path, gru_meta: dict) -> str | None:
+    """Why ``path`` cannot be the CNN of a GRU with ``gru_meta`` (None if it can)."""
+    try:
+        meta = read_metadata(path)
+    except InputFormatError as err:
+        return str(err)
+    if meta.get("kind") != "cnn":
+        return f"{path}: a {meta.get('kind')!r} checkpoint, not a CNN"
+    hidden = ((meta.get("model") or {}).get("cnn") or {}).get("hidden", 128)
+    wanted = ((gru_meta.get("model") or {}).get("gru") or {}).get("input_size", 128)
+    if hidden != wanted:
+        return f"{path}: its heads give {hidden}-d embeddings, the GRU reads {wanted}-d"
+    return None
+
+
+def find_cnn_checkpoint(
+    gru_path: str | Path, meta: dict | None = None, cnn: str | Path | None = None
+) -> Path:
+    """The CNN checkpoint whose embeddings the GRU-only checkpoint ``gru_path`` reads.
+
+    ``cnn`` (``--cnn PATH``) overrides; otherwise the recorded path (:func:`recorded_cnn`) is tried
+    as recorded, then relative to the GRU's run (:func:`_candidates`). A candidate must be a CNN
+    checkpoint with the embedding size the GRU reads and, when the GRU records the CNN's sha256,
+    exactly that file. Raises :class:`InputFormatError` naming what is missing and how to fix it.
+    """
+    gru_path = Path(gru_path)
+    meta = meta if meta is not None else read_metadata(gru_path)
+    recorded, sha = recorded_cnn(meta)
+    if cnn is not None:
+        path = Path(cnn)
+        if not path.is_file():
+            raise InputFormatError(path, "CNN checkpoint (--cnn) not found")
+        problem = _cnn_problem(path, meta)
+        if problem:
+            raise InputFormatError(gru_path, f"--cnn {problem}")
+        if sha and file_sha256(path) != sha:
+            warnings.warn(
+                f"{path} is not the CNN {gru_path} was trained on (sha256 differs from {sha[:12]}…); "
+                "its predictions come from embeddings the GRU never saw",
+                stacklevel=2,
+            )
+        return path
+    rejected = []
+    for path in _candidates(recorded, gru_path):
+        if not path.is_file() or path.resolve() == gru_path.resolve():
+            continue
+        problem = _cnn_problem(path, meta)
+        if problem is None and sha and file_sha256(path) != sha:
+            problem = f"{path}: sha256 differs from the CNN the GRU was trained on ({sha[:12]}…)"
+        if problem is None:
+            return path
+        rejected.append(problem)
+    where = f"model.cnn_checkpoint={recorded[-1]!r}" if recorded else "no model.cnn_checkpoint"
+    tried = "; rejected " + "; ".join(rejected) if rejected else ""
+    raise InputFormatError(
+        gru_path,
+        f"a GRU-only checkpoint runs on the embeddings of its CNN, which was not found (its training "
+        f"config records {where}; searched as recorded and under the run's folders{tried}). "
+        f"Pass --cnn CNN.safetensors (Python: cnn=...), or use the {CNN_GRU_CHECKPOINT} its stage "
+        "wrote beside it, or join them once: mtaffect join CNN GRU --out FILE",
+    )
+
+
+def load_model(
+    path: str | Path, *, cnn: str | Path | None = None, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, dict]:
+    """A model that runs on face crops: a ``cnn`` or ``cnn_gru`` checkpoint as stored, a GRU-only
+    checkpoint joined with its CNN (:func:`find_cnn_checkpoint`; ``cnn`` overrides) into a
+    :class:`~mtaffect.models.gru.CNNGRU`. Eval mode on ``device``; returns ``(model, meta)``.
+
+    For a joined GRU, ``meta`` is the GRU's (stage, train config, metrics) with ``kind`` "cnn_gru",
+    the CNN's preprocessing, and ``joined = {"cnn": path, "gru": path, "gru_kind": "gru"}``.
+    """
+    from mtaffect.errors import UserError
+    from mtaffect.models.gru import CNNGRU
+
+    header = read_metadata(path)
+    if header.get("kind") != "gru":
+        if cnn is not None:
+            raise UserError(
+                f"{path}: --cnn applies to GRU-only checkpoints, this one is {header.get('kind')!r}"
+            )
+        return load_checkpoint(path, device=device)
+    cnn_path = find_cnn_checkpoint(path, header, cnn)
+    cnn_model, cnn_meta = load_checkpoint(cnn_path, device=device)
+    gru_model, meta = load_checkpoint(path, device=device)
+    try:
+        model = CNNGRU(cnn_model, gru_model)
+    except ValueError as err:
+        raise InputFormatError(path, f"cannot join with {cnn_path}: {err}") from err
+    meta.update(
+        kind="cnn_gru",
+        preprocessing=cnn_meta["preprocessing"],
+        joined={"cnn": str(cnn_path), "gru": str(path), "gru_kind": "gru"},
+    )
+    return model.eval(), meta
+
+
+def join_checkpoints(
+    cnn: str | Path | None, gru: str | Path, out: str | Path, *, overwrite: bool = False, **meta: Any
+) -> dict:
+    """Write the self-contained CNN+GRU checkpoint ``out`` of a GRU-only checkpoint and its CNN
+    (``cnn``; None: the one :func:`find_cnn_checkpoint` finds). Atomic; refuses to replace ``out``
+    unless ``overwrite``. ``meta`` adds to or overrides the GRU's metadata. Returns the metadata."""
+    from mtaffect.errors import ExistingRunError, UserError
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ExistingRunError(f"{out} exists; pass --overwrite to replace it")
+    kind = read_metadata(gru).get("kind")
+    if kind != "gru":
+        raise UserError(f"{gru}: expected a GRU-only checkpoint (kind 'gru'), this one is {kind!r}")
+    model, joined = load_model(gru, cnn=cnn)
+    sources = {
+        part: {"file": str(Path(p).resolve()), "sha256": file_sha256(p)}
+        for part, p in (("cnn", joined["joined"]["cnn"]), ("gru", gru))
+    }
+    keep = {k: v for k, v in joined.items() if k not in ("format", "kind", "model", "joined")}
+    return save_checkpoint(out, model, **{**keep, "sources": sources, **meta})

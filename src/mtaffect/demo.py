@@ -99,25 +99,6 @@ def _drop_unreadable(index: pd.DataFrame, meta: dict, size: int, log: Callable[[
     return index[~bad].reset_index(drop=True)
 
 
-def _join_final(cnn_path: Path, gru_path: Path, target: Path) -> Path:
-    """One CNN+GRU checkpoint from the CNN student and the GRU student (what ``predict`` loads)."""
-    from mtaffect.checkpoint import load_checkpoint, save_checkpoint
-    from mtaffect.models.gru import CNNGRU
-
-    cnn, cnn_meta = load_checkpoint(cnn_path)
-    gru, gru_meta = load_checkpoint(gru_path)
-    save_checkpoint(
-        target,
-        CNNGRU(cnn, gru),
-        preprocessing=cnn_meta["preprocessing"],
-        stage="demo_final",
-        train=gru_meta.get("train"),
-        metrics=gru_meta.get("metrics"),
-        sources={"cnn": str(cnn_path), "gru": str(gru_path)},
-    )
-    return target
-
-
 def _read_video(path: Path) -> np.ndarray:
     import av
 
@@ -207,8 +188,15 @@ def run_demo(
             evaluation[name] = ev.table
             log(f"\n{name} ({run}), validation:\n{format_table(ev.table)}")
     with _step(seconds, "prediction on a synthetic video", log):
-        final = _join_final(
-            Path(checkpoints["cnn_student_eq10"]), Path(checkpoints["gru_student"]), out / "final.safetensors"
+        from mtaffect.checkpoint import join_checkpoints
+
+        final = out / "final.safetensors"  # what `mtaffect join CNN GRU --out FILE` writes
+        join_checkpoints(
+            checkpoints["cnn_student_eq10"],
+            checkpoints["gru_student"],
+            final,
+            overwrite=True,
+            stage="demo_final",
         )
         _, video_scores = _predict_video(final, out / "video", seed + 1, video_frames)
         log(

@@ -56,11 +56,12 @@ def evaluate_checkpoint(
     """Evaluate a checkpoint (CNN, GRU or CNN+GRU) on the labelled frames of ``split`` of an index.
 
     GRU checkpoints read embeddings from the feature cache of their CNN (``cnn``, else the
-    ``model.cnn_checkpoint`` of their training config): the training cache is reused when it exists
+    ``model.cnn_checkpoint`` of their training config, found relative to the run when it moved:
+    :func:`mtaffect.checkpoint.find_cnn_checkpoint`): the training cache is reused when it exists
     (``features``, else the config's ``data.features``, else ``<checkpoint folder>/../features``);
     otherwise a centre-crop-only cache of the evaluated frames is computed there.
     """
-    from mtaffect.checkpoint import load_checkpoint
+    from mtaffect.checkpoint import load_model
     from mtaffect.errors import UserError
     from mtaffect.train.features import EVAL_DRAW, ensure_feature_cache, ensure_gru_features, resolve_device
 
@@ -71,8 +72,9 @@ def evaluate_checkpoint(
         from mtaffect.data.index import read_index
 
         df, meta = read_index(index)
-    model, ck = load_checkpoint(checkpoint, device=str(dev))
-    kind = ck.get("kind", "cnn")
+    # a GRU-only checkpoint comes joined with its CNN (found as predict and export find it)
+    model, ck = load_model(checkpoint, cnn=cnn, device=str(dev))
+    kind = (ck.get("joined") or {}).get("gru_kind", ck.get("kind", "cnn"))
     skipped: dict[str, int] = {}
     if kind == "cnn":
         frames = labelled_frames(df, split, databases)
@@ -98,14 +100,7 @@ def evaluate_checkpoint(
         sequences = dict(_train_get(ck, "data", "sequences", {}) or {})
         length = int(sequences.get("length", 32))
         stride = int(stride or sequences.get("eval_stride", 32))
-        if kind == "cnn_gru":
-            cnn_model, gru_model, prep = model.cnn, model.gru, ck["preprocessing"]
-        else:
-            cnn_path = cnn or _train_get(ck, "model", "cnn_checkpoint", "")
-            if not cnn_path:
-                raise UserError(f"{checkpoint}: a GRU checkpoint needs its CNN: pass --cnn CHECKPOINT")
-            cnn_model, cnn_meta = load_checkpoint(cnn_path, device=str(dev))
-            gru_model, prep = model, cnn_meta["preprocessing"]
+        cnn_model, gru_model, prep = model.cnn, model.gru, ck["preprocessing"]
         root = Path(
             features or _train_get(ck, "data", "features", "") or Path(checkpoint).parent.parent / "features"
         )

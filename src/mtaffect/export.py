@@ -61,11 +61,11 @@ class _CNNGRUGraph(nn.Module):
         return out.expression, out.valence, out.arousal
 
 
-def _resolve(source: nn.Module | str | Path) -> tuple[nn.Module, Preprocessing]:
+def _resolve(source: nn.Module | str | Path, cnn: str | Path | None) -> tuple[nn.Module, Preprocessing]:
     if isinstance(source, (str, Path)):
-        from mtaffect.checkpoint import load_checkpoint
+        from mtaffect.checkpoint import load_model
 
-        model, meta = load_checkpoint(source)
+        model, meta = load_model(source, cnn=cnn)  # a GRU-only checkpoint comes joined with its CNN
         return model, meta["preprocessing"]
     cnn = source.cnn if isinstance(source, CNNGRU) else source
     if not isinstance(cnn, MultitaskCNN):
@@ -81,14 +81,17 @@ def export_onnx(
     seq_len: int = 32,
     opset: int = 17,
     preprocessing: Preprocessing | None = None,
+    cnn: str | Path | None = None,
 ) -> Path:
     """Export a checkpoint (path) or model to ONNX at ``path`` (atomically); returns ``path``.
 
     ``kind``: "cnn" (per frame) or "cnn_gru" (sequences); default: the model's own kind. A CNN+GRU
-    model exports either way (its CNN alone for "cnn"). ``seq_len`` is the example length traced
-    for "cnn_gru" (the time axis stays dynamic). ``preprocessing`` overrides the stored one.
+    model exports either way (its CNN alone for "cnn"); a GRU-only checkpoint is joined with its CNN
+    (:func:`mtaffect.checkpoint.load_model`; ``cnn`` overrides the one its training config names).
+    ``seq_len`` is the example length traced for "cnn_gru" (the time axis stays dynamic).
+    ``preprocessing`` overrides the stored one.
     """
-    model, stored = _resolve(source)
+    model, stored = _resolve(source, cnn)
     preprocessing = preprocessing or stored
     kind = kind or model.kind
     if kind == "cnn":

@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("cache", "build the aligned face cache for the databases of a frame index"),
     "synthetic": ("synthetic", "write the built-in synthetic databases in their native formats"),
     "convert": ("convert", "convert FER+ / the authors' checkpoints into mtaffect checkpoints"),
+    "info": ("info", "what a checkpoint is: kind, backbone, input, crops, training data, source, licence"),
+    "join": ("join", "join a CNN checkpoint and a GRU-only checkpoint into one CNN+GRU checkpoint"),
     "export": ("export", "export a checkpoint to ONNX"),
     "train": ("train", "train one stage (CNN/GRU teacher/student) from a YAML recipe"),
     "evaluate": ("evaluate", "ABAW metrics of a checkpoint on the validation frames of an index"),

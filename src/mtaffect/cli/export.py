@@ -9,7 +9,7 @@ from mtaffect.errors import ExistingRunError, InputFormatError, UserError
 
 EXAMPLES = """examples:
   mtaffect export cnn_student.safetensors --out cnn.onnx --check
-  mtaffect export gru_student.safetensors --kind cnn_gru --seq-len 32 --out cnn_gru.onnx
+  mtaffect export runs/gru_student/best.safetensors --seq-len 32 --out cnn_gru.onnx --check
   mtaffect export cnn_student.safetensors --out cnn.onnx --int8 cnn_int8.onnx --calibration faces/
 """
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -17,7 +17,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLES
-    parser.add_argument("checkpoint", type=Path, help="an mtaffect checkpoint (.safetensors)")
+    parser.add_argument(
+        "checkpoint", type=Path, help="an mtaffect checkpoint (.safetensors): cnn, cnn_gru or GRU-only"
+    )
+    parser.add_argument(
+        "--cnn",
+        type=Path,
+        default=None,
+        help="GRU-only checkpoints: the CNN whose embeddings they read (default: the training config's)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the fp32 .onnx file to write")
     parser.add_argument(
         "--kind", choices=("cnn", "cnn_gru"), default=None, help="graph to export (default: the checkpoint's)"
@@ -78,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from mtaffect.checkpoint import load_checkpoint
+    from mtaffect.checkpoint import load_model
     from mtaffect.export import OnnxModel, export_onnx, quantize_int8
 
     for target in (args.out, args.int8):
@@ -86,9 +94,16 @@ def run(args: argparse.Namespace) -> int:
             raise ExistingRunError(f"{target} exists; pass --overwrite to replace it")
     if args.int8 is not None and args.calibration is None:
         raise UserError("--int8 needs --calibration (face crops: the activation ranges come from them)")
-    model, meta = load_checkpoint(args.checkpoint)
+    model, meta = load_model(args.checkpoint, cnn=args.cnn)  # a GRU-only checkpoint: joined with its CNN
     kind = args.kind or meta["kind"]
-    export_onnx(args.checkpoint, args.out, kind=kind, seq_len=args.seq_len, opset=args.opset)
+    export_onnx(
+        model,
+        args.out,
+        kind=kind,
+        seq_len=args.seq_len,
+        opset=args.opset,
+        preprocessing=meta["preprocessing"],
+    )
     print(f"wrote {args.out} ({kind}, input {meta['preprocessing'].size}px, opset {args.opset})")
     status = 0
     if args.check:

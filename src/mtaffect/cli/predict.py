@@ -11,7 +11,7 @@ import os
 import sys
 
 EXAMPLES = """examples:
-  mtaffect predict interview.mp4 --checkpoint gru_student.safetensors --out results/
+  mtaffect predict interview.mp4 --checkpoint runs/gru_student/best.safetensors --out results/
   mtaffect predict 'clips/*.mp4' photos/ --checkpoint cnn_student.safetensors --out results/ --no-overlay
   mtaffect predict cropped_aligned/ --cropped --checkpoint gru_student.safetensors --out val_preds/
 """
@@ -22,7 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="videos, images, folders, globs, webcam:N, URLs"
     )
-    parser.add_argument("--checkpoint", required=True, help="a cnn or cnn_gru .safetensors checkpoint")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a cnn, cnn_gru or GRU-only .safetensors checkpoint"
+    )
+    parser.add_argument(
+        "--cnn",
+        default=None,
+        help="GRU-only checkpoints: the CNN whose embeddings they read "
+        "(default: model.cnn_checkpoint of their training config, found relative to the run if moved)",
+    )
     parser.add_argument("--out", required=True, help="output folder (see docs/predict.md for its layout)")
     parser.add_argument("--cropped", action="store_true", help="inputs are aligned crops (cropped_aligned)")
     parser.add_argument("--detector", default="mtcnn", choices=("mtcnn", "haar"), help="face detector")
@@ -82,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(1)  # 2 spin-waiting OpenMP threads are slower than 1 here
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
+        cnn=args.cnn,
         backend=args.backend,
         device=args.device,
         threads=args.threads,

@@ -113,12 +113,14 @@ class Predictor:
         backend: str = "auto",
         device: str = "cpu",
         threads: int | None = None,
+        cnn: str | Path | None = None,
         **options,
     ) -> Predictor:
-        """Load a ``cnn`` or ``cnn_gru`` checkpoint; ``options`` are the constructor's keywords."""
-        return cls(
-            FaceModel.from_checkpoint(path, backend=backend, device=device, threads=threads), **options
-        )
+        """Load a ``cnn``, ``cnn_gru`` or GRU-only checkpoint (a GRU finds its CNN through its training
+        config, ``cnn`` overrides: :func:`mtaffect.checkpoint.find_cnn_checkpoint`); ``options`` are
+        the constructor's keywords."""
+        face_model = FaceModel.from_checkpoint(path, cnn=cnn, backend=backend, device=device, threads=threads)
+        return cls(face_model, **options)
 
     @property
     def detector(self):

@@ -68,8 +68,11 @@ class FaceModel:
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}: choose one of {BACKENDS}")
         kind = getattr(model, "kind", meta.get("kind"))
-        if kind == "gru":
-            raise UserError("a GRU-only checkpoint needs its CNN: use the cnn_gru checkpoint of that stage")
+        if kind == "gru":  # an in-memory GRU: FaceModel.from_checkpoint finds a GRU file's CNN itself
+            raise UserError(
+                "a GRU-only model needs its CNN: load it with FaceModel.from_checkpoint(path, cnn=...) "
+                "or pass CNNGRU(cnn, gru)"
+            )
         self.kind = kind
         self.meta = meta
         self.device = torch.device(device)
@@ -90,12 +93,15 @@ class FaceModel:
         self.backend = "onnx" if self.session is not None else "torch"
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> FaceModel:
-        from mtaffect.checkpoint import load_checkpoint
+    def from_checkpoint(cls, path: str | Path, *, cnn: str | Path | None = None, **kwargs) -> FaceModel:
+        """A ``cnn`` or ``cnn_gru`` checkpoint, or a GRU-only one joined with its CNN (found as
+        :func:`mtaffect.checkpoint.find_cnn_checkpoint` says; ``cnn`` overrides)."""
+        from mtaffect.checkpoint import load_model
 
-        device = kwargs.get("device", "cpu")
-        model, meta = load_checkpoint(path, device=device)
-        return cls(model, meta, checkpoint=path, **kwargs)
+        model, meta = load_model(path, cnn=cnn, device=kwargs.get("device", "cpu"))
+        # the ONNX cache holds the CNN alone: key it on the file the CNN came from
+        source = (meta.get("joined") or {}).get("cnn", path)
+        return cls(model, meta, checkpoint=source, **kwargs)
 
     @property
     def size(self) -> int:

@@ -17,6 +17,8 @@ reused automatically, shared by the GRU teacher and student). The student is a f
 
 :func:`run_stage` is the whole stage: run folder, seeds, model, data, task, optimizer, DDP,
 :func:`mtaffect.train.loop.fit`, and ``best.safetensors`` (weights + resolved config + metrics).
+A GRU stage's ``best.safetensors`` holds the GRU alone (with the path and sha256 of its CNN); beside
+it, ``cnn_gru.safetensors`` holds the CNN and that GRU together, for prediction anywhere.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from mtaffect.train.loop import FitResult, fit
 from mtaffect.train.tasks import DistillationTask, SupervisedTask
 
 __all__ = ["Stage", "STAGES", "StageResult", "run_stage", "BEST_CHECKPOINT", "RUN_CONFIG"]
+# GRU stages also write mtaffect.checkpoint.CNN_GRU_CHECKPOINT ("cnn_gru.safetensors") beside BEST_CHECKPOINT
 
 BEST_CHECKPOINT = "best.safetensors"
 RUN_CONFIG = "config.yaml"
@@ -294,14 +297,18 @@ def run_stage(
         )
         checkpoint = run_dir / BEST_CHECKPOINT
         resolved = resolve(config)
+        save_joined = _joined_writer(config, run_dir) if stage.model == "gru" else None
 
         def save_best(metrics: dict[str, float], epoch: int) -> None:
             from mtaffect.checkpoint import save_checkpoint
 
             extra = {"preprocessing": preprocessing} if preprocessing is not None else {}
-            save_checkpoint(
-                checkpoint, model, stage=stage.name, train=resolved, metrics=metrics, epoch=epoch, **extra
-            )
+            if save_joined is not None:
+                extra["cnn"] = save_joined.cnn_record
+            meta = dict(stage=stage.name, train=resolved, metrics=metrics, epoch=epoch)
+            save_checkpoint(checkpoint, model, **meta, **extra)
+            if save_joined is not None:
+                save_joined(model, meta)
 
         result = fit(
             task,
@@ -327,6 +334,48 @@ def run_stage(
         return StageResult(stage.name, run_dir, checkpoint, result)
     finally:
         distributed.cleanup(ctx)
+
+
+class _JoinedWriter:
+    """Writes ``cnn_gru.safetensors`` (the frozen CNN + the best GRU, self-contained) beside each
+    ``best.safetensors`` of a GRU stage, so that the two always hold the same epoch.
+
+    ``cnn_record`` (``{"checkpoint": absolute path, "sha256": file hash}``) goes into the GRU-only
+    checkpoint, so that :func:`mtaffect.checkpoint.find_cnn_checkpoint` finds (and verifies) its CNN.
+    """
+
+    def __init__(self, cnn_path: Path, target: Path) -> None:
+        from mtaffect.checkpoint import file_sha256
+
+        self.cnn_path, self.target = cnn_path, target
+        self.cnn_record = {"checkpoint": str(cnn_path.resolve()), "sha256": file_sha256(cnn_path)}
+        self._cnn: tuple[torch.nn.Module, dict] | None = None
+
+    def __call__(self, gru: torch.nn.Module, meta: dict) -> None:
+        from mtaffect.checkpoint import load_checkpoint, save_checkpoint
+        from mtaffect.models.gru import CNNGRU
+
+        if self._cnn is None:  # loaded once, on the CPU: it is only written out
+            self._cnn = load_checkpoint(self.cnn_path)
+        cnn, cnn_meta = self._cnn
+        sources = {
+            "cnn": {"file": self.cnn_record["checkpoint"], "sha256": self.cnn_record["sha256"]},
+            "gru": {"file": str((self.target.parent / BEST_CHECKPOINT).resolve())},
+        }
+        save_checkpoint(
+            self.target,
+            CNNGRU(cnn, gru),  # a view over both models: nothing is copied or changed
+            **meta,
+            preprocessing=cnn_meta["preprocessing"],
+            cnn=self.cnn_record,
+            sources=sources,
+        )
+
+
+def _joined_writer(config: Config, run_dir: Path) -> _JoinedWriter:
+    from mtaffect.checkpoint import CNN_GRU_CHECKPOINT
+
+    return _JoinedWriter(Path(config.model.cnn_checkpoint), run_dir / CNN_GRU_CHECKPOINT)
 
 
 def _loss_config(config: Config) -> Any:
