@@ -1,0 +1,123 @@
+"""The README's quick start, run as written: every command of its block, in its order, with its flags.
+
+The commands are read from README.md (so the two cannot drift apart) and run through the same
+``mtaffect`` entry point a shell would call. Only three things differ from a user's run: ``/data/...``
+points at the synthetic databases (written in the real native formats), the files a user brings
+(``interview.mp4``, the FER+ ``.pth``, the organisers' test list) are stand-ins with the same names,
+and ``mtaffect train`` gets extra overrides for a tiny network and two steps per epoch.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mtaffect.cli import main
+from reference_tables import REFERENCE, write_ferplus_file
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SECTION = "## Quick start on your data"
+
+# appended to every `mtaffect train` command: a tiny network, 48 px, two steps per epoch, one epoch
+TINY = [
+    "model.cnn.backbone=resnet_tiny",
+    "model.init_from=",  # the FER+ ResNet-50 does not fit the tiny network
+    "data.image_size=48",
+    "train.epochs=1",
+    "train.max_steps_per_epoch=2",
+    "train.batch_per_task=4",
+    "train.threads=1",
+    "train.progress=false",
+    "train.tensorboard=false",
+]
+
+
+def readme_block(section: str = SECTION) -> str:
+    """The first ```bash block after the heading ``section``."""
+    text = README.read_text(encoding="utf-8")
+    assert section in text, f"README.md has no section {section!r}"
+    after = text.split(section, 1)[1]
+    return after.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def commands(block: str) -> list[list[str]]:
+    """Shell commands of a block (continuations joined, comments dropped), split like a shell does."""
+    out, current = [], ""
+    for line in block.splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        current += " " + line.strip().removesuffix("\\")
+        if not line.rstrip().endswith("\\"):
+            out.append(shlex.split(current))
+            current = ""
+    assert not current, "a command of the block ends with a backslash"
+    return out
+
+
+def test_commands_are_read_like_a_shell_reads_them():
+    block = "# comment\nmtaffect a --x 1 \\\n    --y 'two words'\n\nmtaffect b\n"
+    assert commands(block) == [["mtaffect", "a", "--x", "1", "--y", "two words"], ["mtaffect", "b"]]
+
+
+def _databases(root: Path) -> Path:
+    """The synthetic databases under the names the README uses, and what a user would bring."""
+    from mtaffect.data.synthetic import write_databases, write_video
+
+    synthetic = root / "synthetic"
+    write_databases(synthetic, preset="tiny", seed=0)
+    data = root / "data"
+    data.mkdir()
+    for name, readme_name in (("affwild2", "Aff-Wild2"), ("affectnet", "AffectNet"), ("expw", "ExpW"),
+                              ("afew_va", "AFEW-VA")):
+        (synthetic / name).rename(data / readme_name)
+    # the organisers' test list, and the raw videos of its tracks (only their frame counts are read)
+    tests = (data / "Aff-Wild2" / "test_set_VA_Challenge.txt").read_text().split()
+    shutil.copy(data / "Aff-Wild2" / "test_set_VA_Challenge.txt", root / "test_set_VA_Challenge.txt")
+    for track in tests:
+        base = track.removesuffix("_left").removesuffix("_right")
+        frames = max(int(p.stem) for p in (data / "Aff-Wild2" / "cropped_aligned" / track).glob("*.jpg"))
+        video = data / "Aff-Wild2" / "videos" / f"{base}.mp4"
+        if not video.exists():
+            video.parent.mkdir(exist_ok=True)
+            write_video(video, n_frames=frames + 3, seed=1, size=64)
+    return data
+
+
+@pytest.mark.media
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference key tables not available")
+def test_the_quick_start_runs_as_written(tmp_path, monkeypatch, media_dir, capsys):
+    block = commands(readme_block())
+    names = [argv[1] for argv in block]
+    assert all(argv[0] == "mtaffect" for argv in block)
+    assert names == ["index", "cache", "convert", "train", "train", "train", "train", "evaluate",
+                     "predict", "predict", "submit", "submit", "export"]
+    data = _databases(tmp_path)
+    shutil.copy(media_dir / "single_face.mp4", tmp_path / "interview.mp4")
+    write_ferplus_file(tmp_path / "resnet50_ferplus_dag.pth")
+    monkeypatch.chdir(tmp_path)
+
+    for argv in block:
+        argv = [str(data) + a[len("/data"):] if a.startswith("/data/") else a for a in argv[1:]]
+        if argv[0] == "train":  # overrides go before the options, as the README writes its own
+            first_option = next(i for i, a in enumerate(argv) if a.startswith("--"))
+            argv[first_option:first_option] = TINY
+        code = main(argv)
+        assert code == 0, f"`mtaffect {shlex.join(argv)}` exited {code}:\n{capsys.readouterr().out[-3000:]}"
+
+    # the GRU student made every output the block promises
+    assert (tmp_path / "runs/gru_student/cnn_gru.safetensors").is_file()
+    scores = pd.read_csv(tmp_path / "eval/scores.csv")
+    assert "affwild2" in set(scores["database"])
+    video = pd.read_csv(tmp_path / "results/interview/predictions.csv")
+    assert sorted(video["frame"].unique()) == list(range(72))  # every frame of the 72-frame video
+    assert video["face_found"].astype(bool).mean() > 0.9
+    tracks = sorted(p.name for p in (data / "Aff-Wild2/cropped_aligned").iterdir())
+    assert sorted(p.parent.name for p in (tmp_path / "val").glob("*/predictions.csv")) == tracks
+    test_tracks = (tmp_path / "test_set_VA_Challenge.txt").read_text().split()
+    written = sorted((tmp_path / "submission/VA_Set").glob("*.txt"))
+    assert [p.stem for p in written] == sorted(test_tracks)
+    assert (tmp_path / "gru_student.onnx").stat().st_size > 0
