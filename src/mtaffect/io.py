@@ -8,6 +8,7 @@ half-written file under a final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from mtaffect.errors import ExistingRunError
+from mtaffect.errors import ExistingRunError, OutputError
 
 
 def _read_umask() -> int:
@@ -29,25 +30,75 @@ def _read_umask() -> int:
 _FILE_MODE = 0o666 & ~_read_umask()
 
 
+_WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+
+
+def _is_write_failure(err: BaseException, tmp: Path) -> bool:
+    """An error of writing ``tmp``: a full or read-only disk, or torch.save's C++ writer failing."""
+    if isinstance(err, OutputError):
+        return False
+    if isinstance(err, OSError):
+        return err.errno in _WRITE_ERRNOS or (err.filename is not None and Path(err.filename) == tmp)
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("inline_container" in text or "PytorchStreamWriter" in text)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A failure to write (read-only folder, full disk, torch's ``enforce fail at
+    inline_container.cc``) becomes :class:`~mtaffect.errors.OutputError` naming ``path``.
 
     >>> with atomic_path("out.parquet") as tmp:   # doctest: +SKIP
     ...     df.to_parquet(tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise OutputError(path, err) from err
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        if _is_write_failure(err, tmp):
+            raise OutputError(path, err) from err
+        raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            if tmp.exists():
+                tmp.unlink()
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, before any work, if ``path`` (a file to write) cannot be created in its folder.
+
+    Creates the folder if needed and a temporary file in it (removed at once); raises
+    :class:`~mtaffect.errors.OutputError` naming ``path`` otherwise.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise OutputError(path, err) from err
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.<random>.tmp``) that a killed writer left in ``folder``."""
+    removed = []
+    for leftover in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+            removed.append(leftover)
+    return removed
 
 
 @contextlib.contextmanager

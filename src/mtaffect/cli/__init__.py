@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from mtaffect.errors import UserError
+from mtaffect.errors import OutputError, UserError, describe_os_error
 
 # name -> (module under mtaffect.cli, one-line help). Order = the pipeline's order.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -85,9 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished work was kept (rerun the same command to resume)", file=sys.stderr)
         return 130
+    except OutputError as err:  # read-only folder, full disk: the path and the reason, one line
+        print(f"mtaffect {argv[0]}: error: {err}", file=sys.stderr)
+        return 1
     except UserError as err:  # bad input: a clear message, no traceback
         print(f"mtaffect {argv[0]}: error: {err}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError) as err:  # an OS error no writer wrapped (mkdir of a run folder...)
+        if isinstance(err, RuntimeError) and not describe_os_error(err).startswith("the file could not"):
+            raise  # a genuine bug: keep its traceback
+        where = f"{err.filename}: " if isinstance(err, OSError) and err.filename else ""
+        print(f"mtaffect {argv[0]}: error: {where}{describe_os_error(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

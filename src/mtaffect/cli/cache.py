@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="jpeg: compact, decoded on read (default); raw: uint8 arrays, memory-mapped")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     parser.add_argument("--shard-size", type=int, default=2048, help="faces per shard (default 2048)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="rebuild a cache that DIR holds with other settings (another --quality)")
     parser.add_argument("--no-update-index", action="store_true",
                         help="leave the index file alone (the metadata is in DIR/<fmt><size>/cache.json)")
 
@@ -34,13 +36,20 @@ def run(args: argparse.Namespace) -> int:
     from mtaffect.data.faces import build_face_cache
     from mtaffect.data.index import read_index, write_index
     from mtaffect.errors import UserError
+    from mtaffect.io import check_writable
 
     if args.workers < 1 or args.shard_size < 1:
         raise UserError("--workers and --shard-size must be at least 1")
+    if not 1 <= args.quality <= 100:
+        raise UserError(f"--quality must be within 1..100, not {args.quality}")
     index, meta = read_index(args.index)
+    # outputs first: a read-only cache folder or index fails now, not after the crops are built
+    check_writable(args.out / f"{args.fmt}{args.size}" / "cache.json")
+    if not args.no_update_index:
+        check_writable(args.index)
     start = time.perf_counter()
     meta = build_face_cache(index, meta, args.out, size=args.size, workers=args.workers, fmt=args.fmt,
-                            quality=args.quality, shard_size=args.shard_size)
+                            quality=args.quality, shard_size=args.shard_size, overwrite=args.overwrite)
     info = meta["face_cache"]
     elapsed = time.perf_counter() - start
     print(f"face cache {info['path']}: {info['entries']} faces, {info['format']} {info['size']}px, "

@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mtaffect.data.index import build_index, format_summary, write_index
-    from mtaffect.io import write_json
+    from mtaffect.io import check_writable, write_json
 
     if args.out.exists() and not args.overwrite:
         raise ExistingRunError(f"{args.out} exists; pass --overwrite to replace it")
@@ -76,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     ]
     roots = {name: getattr(args, name) for name in ("affwild2", "affectnet", "expw", "afew_va")}
     roots = {k: v for k, v in roots.items() if v is not None}
+    # outputs first: a read-only or missing destination fails now, before the databases are read
+    check_writable(args.out)
+    if args.summary_json:
+        check_writable(args.summary_json)
     start = time.perf_counter()
     index, meta = build_index(roots, lenient=args.lenient, generic=generic, cross_split=args.cross_split)
     write_index(index, meta, args.out)

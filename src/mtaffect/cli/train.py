@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 EXAMPLES = """examples:
@@ -50,8 +51,14 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(resolve(config), sort_keys=False), end="")
         return 0
+    from mtaffect.io import check_writable, remove_leftovers
     from mtaffect.train.stages import run_stage
 
+    # outputs first: a read-only or full run folder fails now, before data and model are loaded
+    check_writable(args.out / "metrics.csv")
+    if args.resume and int(os.environ.get("RANK", "0")) == 0:
+        for leftover in remove_leftovers(args.out):  # a save killed midway (last_state.pt, best...)
+            print(f"removed the unfinished file {leftover}", file=sys.stderr)
     result = run_stage(config, args.out, resume=args.resume, overwrite=args.overwrite, device=args.device)
     summary = {
         "stage": result.stage,

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mtaffect.data.augment import augment_batch, eval_batch
+from mtaffect.errors import ConfigError
 from mtaffect.labels import NUM_EXPRESSIONS
 from mtaffect.models.outputs import Targets
 
@@ -174,8 +175,8 @@ class FrameTaskData:
         self.augment, self.pin_memory = augment, pin_memory
         self.sampler_factory = sampler_factory or _default_sampler_factory
         small = {name: len(src) for name, src in self.sources.items() if len(src) // world < batch_per_task}
-        if small:
-            raise ValueError(
+        if small:  # a setting that cannot work with this data: one line, no traceback
+            raise ConfigError(
                 f"task sets smaller than one batch of {batch_per_task} per process: {small}; "
                 "lower train.batch_per_task or add data"
             )

@@ -57,12 +57,14 @@ __all__ = [
 
 def build_face_cache(index: pd.DataFrame, meta: Mapping[str, Any], cache_dir: str | Path, *, size: int = 112,
                      workers: int = 2, fmt: str = "jpeg", quality: int = 90, shard_size: int = 2048,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Crop every non-direct face of ``index`` into the cache under ``cache_dir``; resumable.
 
     Returns a copy of ``meta`` with ``meta["face_cache"] = {"path", "size", "format", "entries",
     "counts": {database: {status: n}}, "skipped": {database: {reason: n}}}``; store it with the
-    index (``write_index``) so that :class:`FaceReader` finds the cache.
+    index (``write_index``) so that :class:`FaceReader` finds the cache. A folder holding a cache
+    built with other settings (another JPEG quality) is refused unless ``overwrite``, which
+    rebuilds it.
     """
     return build(index, meta, cache_dir, size=size, workers=workers, fmt=fmt, quality=quality,
-                 shard_size=shard_size, progress=progress)
+                 shard_size=shard_size, progress=progress, overwrite=overwrite)

@@ -27,11 +27,18 @@ import pandas as pd
 import simplejpeg
 from tqdm import tqdm
 
-from mtaffect.data.faces.crops import cache_keys, crop_face, decode_image, resize_face, row_methods
+from mtaffect.data.faces.crops import (
+    cache_keys,
+    crop_face,
+    decode_image,
+    is_too_large,
+    resize_face,
+    row_methods,
+)
 from mtaffect.errors import InputFormatError, UserError
 from mtaffect.io import atomic_open, write_json
 
-STATUS = ("ok", "missing_image", "unreadable_image", "no_face_geometry")
+STATUS = ("ok", "missing_image", "unreadable_image", "no_face_geometry", "image_too_large")
 """Cache entry status codes (index into this tuple)."""
 FORMATS = ("jpeg", "raw")
 CACHE_VERSION = 1
@@ -124,6 +131,8 @@ def _load(path: str) -> tuple[np.ndarray | None, int]:
         return None, 1
     except OSError:
         return None, 2
+    if is_too_large(data):  # refused from the header, never decoded
+        return None, 4
     img = decode_image(data)
     return img, (0 if img is not None else 2)
 
@@ -199,9 +208,40 @@ def _is_done(folder: Path, name: str, keys: list[str], fmt: str) -> bool:
         return False
 
 
+SETTINGS_FILE = "build.json"
+
+
+def _claim(folder: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Make sure every shard in ``folder`` is (or will be) built with ``settings``.
+
+    ``build.json`` is written before the first shard, so shards of an earlier build with other
+    settings (another JPEG ``--quality``) are never kept under a ``cache.json`` that claims the
+    new ones: the rerun is refused, or with ``overwrite`` the old shards are deleted first.
+    """
+    earlier = None
+    for name in (SETTINGS_FILE, "cache.json"):  # caches of version 1 have only cache.json
+        try:
+            found = json.loads((folder / name).read_text(encoding="utf-8"))
+            earlier = {k: found.get(k) for k in settings}
+            break
+        except (OSError, ValueError, AttributeError):
+            continue
+    has_shards = any(folder.glob("shard-*"))
+    if earlier is not None and earlier != settings and (has_shards or (folder / "cache.json").exists()):
+        if not overwrite:
+            differ = ", ".join(
+                f"{k} {earlier[k]} (now {settings[k]})" for k in settings if earlier[k] != settings[k]
+            )
+            raise UserError(f"{folder} holds a face cache built with other settings: {differ}; "
+                            "pass --overwrite to rebuild it, or choose another --out")
+        for old in [*folder.glob("shard-*"), folder / "cache.json"]:
+            old.unlink(missing_ok=True)
+    write_json(folder / SETTINGS_FILE, settings)
+
+
 def build(index: pd.DataFrame, meta: Mapping[str, Any], cache_dir: str | Path, *, size: int = 112,
           workers: int = 2, fmt: str = "jpeg", quality: int = 90, shard_size: int = 2048,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """See :func:`mtaffect.data.faces.build_face_cache`."""
     if fmt not in FORMATS:
         raise UserError(f"face cache format must be one of {FORMATS}, not {fmt!r}")
@@ -211,8 +251,10 @@ def build(index: pd.DataFrame, meta: Mapping[str, Any], cache_dir: str | Path, *
     items = _plan(index, roots)
     folder = Path(cache_dir) / f"{fmt}{size}"
     folder.mkdir(parents=True, exist_ok=True)
-    for leftover in folder.glob(".shard-*.tmp"):  # temporary files of an interrupted build
+    for leftover in folder.glob(".*.tmp"):  # temporary files of an interrupted build
         leftover.unlink()
+    _claim(folder, {"version": CACHE_VERSION, "size": size, "format": fmt,
+                    "quality": quality if fmt == "jpeg" else None}, overwrite)
     shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
     names = [f"shard-{i:05d}" for i in range(len(shards))]
     todo = [(str(folder), n, s, size, fmt, quality) for n, s in zip(names, shards)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import cv2
 import numpy as np
@@ -122,9 +123,52 @@ def crop_face(img: np.ndarray, method: str, size: int, landmarks: np.ndarray | N
     return resize_face(crop, size)
 
 
+MAX_IMAGE_PIXELS = 100_000_000
+"""Source photos larger than this (100 megapixels, 300 MB decoded) are refused from their header,
+before decoding: the databases' photos are far smaller, and a 20000×20000 file would take 1.2 GB."""
+
+
+def image_header_size(data: bytes | memoryview | np.ndarray) -> tuple[int, int] | None:
+    """(width, height) read from the image header only (JPEG: simplejpeg; others: Pillow's lazy
+    open, which parses the header and decodes nothing); None if the header is unreadable."""
+    buf = memoryview(data) if not isinstance(data, np.ndarray) else memoryview(np.ascontiguousarray(data))
+    if len(buf) >= 3 and bytes(buf[:3]) == b"\xff\xd8\xff":
+        try:
+            h, w = simplejpeg.decode_jpeg_header(buf)[:2]
+            return int(w), int(h)
+        except ValueError:
+            pass
+    if len(buf) >= 24 and bytes(buf[:8]) == b"\x89PNG\r\n\x1a\n":  # IHDR: width, height big-endian
+        width, height = struct.unpack(">II", bytes(buf[16:24]))
+        return int(width), int(height)
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's decompression-bomb warning: we decide
+            with Image.open(io.BytesIO(bytes(buf))) as img:
+                return int(img.size[0]), int(img.size[1])
+    except Image.DecompressionBombError:  # Pillow refuses, unsized, above twice its own limit
+        return 2 * int(Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS) + 1, 1
+    except Exception:  # noqa: BLE001 - any header Pillow cannot parse: let OpenCV give the verdict
+        return None
+
+
+def is_too_large(data: bytes | memoryview | np.ndarray, max_pixels: int = MAX_IMAGE_PIXELS) -> bool:
+    """True when the header announces more than ``max_pixels`` pixels."""
+    size = image_header_size(data)
+    return size is not None and size[0] * size[1] > max_pixels
+
+
 def decode_image(data: bytes | memoryview | np.ndarray) -> np.ndarray | None:
-    """Decode JPEG (simplejpeg) or any format OpenCV reads into RGB uint8; None if unreadable."""
+    """Decode JPEG (simplejpeg) or any format OpenCV reads into RGB uint8; None if unreadable or
+    larger than :data:`MAX_IMAGE_PIXELS` (checked from the header, before decoding)."""
     buf = memoryview(data) if not isinstance(data, np.ndarray) else data
+    if is_too_large(buf):
+        return None
     if len(buf) >= 3 and bytes(buf[:3]) == b"\xff\xd8\xff":
         try:
             return simplejpeg.decode_jpeg(buf, colorspace="RGB")
