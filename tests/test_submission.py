@@ -156,3 +156,18 @@ def test_cli_submit_and_validate(tmp_path, capsys) -> None:
     assert main(["submit", "--validate", str(out / "VA_Set"), "--task", "VA"]) == 1
     assert "vid.txt:2: values outside" in capsys.readouterr().out
     assert main(["submit", "--task", "VA"]) == 2  # nothing to write or validate: a clear error
+
+
+@pytest.mark.parametrize("layout", ["abaw2", "abaw5"])
+def test_cropped_tables_without_frame_counts_write_nothing_and_name_every_track(tmp_path, layout) -> None:
+    tables = {"a_left": _table("a_left", [0, 1, 2]), "b": _table("b", [0, 4]), "c": _table("c", [1, 2])}
+    inputs = sub.SubmissionInputs(tables, frame_counts={"c": 4})  # only c's frame count is known
+    with pytest.raises(UserError) as err:
+        if layout == "abaw2":
+            sub.write_abaw2(["a_left", "b", "c"], inputs, "VA", tmp_path / "out")
+        else:
+            sub.write_abaw5(["a_left", "b", "c"], inputs, "VA", tmp_path / "out" / "VA.txt")
+    message = str(err.value)
+    assert "2 of 3 tracks" in message and "a_left" in message and "b:" in message
+    assert "--frame-counts" in message and "--videos" in message
+    assert not (tmp_path / "out").exists()  # no empty VA_Set folder, no partial file

@@ -216,6 +216,23 @@ def _filled(track: str, inputs: SubmissionInputs, task: str) -> np.ndarray:
     return fill_nearest(frames, values, n)
 
 
+def _fill_all(tracks: list[str], inputs: SubmissionInputs, task: str) -> dict[str, np.ndarray]:
+    """Every track's per-frame values; one error listing every track that cannot be filled."""
+    filled, problems = {}, []
+    for track in tracks:
+        try:
+            filled[track] = _filled(track, inputs, task)
+        except UserError as err:
+            problems.append(str(err))
+    if problems:
+        shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
+        raise UserError(
+            f"no submission written: {len(problems)} of {len(tracks)} tracks cannot be filled\n  "
+            + "\n  ".join(shown)
+        )
+    return filled
+
+
 def _line(task: str, value) -> str:
     if task == "EXPR":
         return str(int(value))
@@ -229,9 +246,9 @@ def write_abaw2(
     """Write ``out/<folder>/<track>.txt`` for every track; returns the folder."""
     task = _check_task(task)
     target = Path(out) / (folder or FOLDERS[task])
+    filled = _fill_all(tracks, inputs, task)  # every track's problem first, before any file or folder
     target.mkdir(parents=True, exist_ok=True)
-    for track in tracks:
-        values = _filled(track, inputs, task)
+    for track, values in filled.items():
         with atomic_open(target / f"{track}.txt", "w", encoding="utf-8", newline="\n") as handle:
             handle.write(HEADERS[task] + "\n")
             handle.writelines(_line(task, v) + "\n" for v in values)
@@ -274,16 +291,13 @@ def write_abaw5(
             inputs.frame_counts.setdefault(track, n)
     else:
         header = ABAW5_HEADERS[task]
-        rows = []
-        for track in tracks:
-            n = len(_filled(track, inputs, task))
-            rows.extend((track, k) for k in range(1, n + 1))
-    cache: dict[str, np.ndarray] = {}
+    wanted = list(dict.fromkeys(t for t, _ in rows)) if example is not None else list(tracks)
+    cache = _fill_all(wanted, inputs, task)  # every track's problem first, before any file
+    if example is None:
+        rows = [(track, k) for track in tracks for k in range(1, len(cache[track]) + 1)]
     with atomic_open(out_file, "w", encoding="utf-8", newline="\n") as handle:
         handle.write(header + "\n")
         for track, number in rows:
-            if track not in cache:
-                cache[track] = _filled(track, inputs, task)
             handle.write(f"{track}/{number:05d}.jpg,{_line(task, cache[track][number - 1])}\n")
     return out_file
 
