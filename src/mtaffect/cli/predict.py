@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 EXAMPLES = """examples:
   mtaffect predict interview.mp4 --checkpoint runs/gru_student/best.safetensors --out results/
@@ -117,16 +118,17 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
     )
     entries = report["inputs"]
+    out = Path(args.out)  # joined as paths: "--out val/" must not print "val//clip"
     for e in entries:
         if e["status"] in ("ok", "partial") and e.get("frames") is not None:
             fps = e.get("frames_per_second")
             speed = f", {fps:.1f} frames/s" if fps else ""
             print(
                 f"{e['input']}: {e['frames']} frames, {e.get('faces', 0)} faces, "
-                f"{e.get('tracks', 1)} tracks{speed} -> {args.out}/{e['output']}"
+                f"{e.get('tracks', 1)} tracks{speed} -> {out / e['output']}"
             )
         elif e["status"] == "ok":
-            print(f"{e['input']}: {e.get('faces', 0)} faces -> {args.out}/{e['output']}")
-    print(f"backend: {report['backend']}; report: {args.out}/report.json")
+            print(f"{e['input']}: {e.get('faces', 0)} faces -> {out / e['output']}")
+    print(f"backend: {report['backend']}; report: {out / 'report.json'}")
     bad = [e for e in entries if e["status"] not in ("ok",)]
     return 1 if bad else 0

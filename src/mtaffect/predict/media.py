@@ -4,6 +4,10 @@ Videos are decoded in a background thread into a small bounded queue, so decodin
 detection and the model, and memory does not grow with the video's length. Every frame carries its
 0-based decode index and its presentation time in seconds (``frame.time`` from the container's
 PTS), so variable-frame-rate phone videos keep their true clock.
+
+Still images are read as displayed: the EXIF ``Orientation`` tag (phone photos store pixels
+sideways and say how to turn them) is applied, so the model sees upright faces and boxes are in
+the displayed image's coordinates. Their size is checked from the file header, before decoding.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import glob
 import queue
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +33,7 @@ __all__ = [
     "Frame",
     "VideoReader",
     "read_image",
+    "exif_upright",
     "expand_inputs",
     "is_stream",
     "count_frames",
@@ -110,15 +116,58 @@ def expand_inputs(
     return items
 
 
-def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """An image file as RGB uint8 ``(H, W, 3)``; gray and alpha images are converted.
+def _header(path: Path, max_pixels: int) -> int:
+    """Check the pixel count from the file header (nothing decoded); return the EXIF orientation.
 
-    Raises :class:`InputFormatError` naming the file when it cannot be decoded or is too large.
+    Formats Pillow cannot parse return 1 and are left to OpenCV (checked after decoding).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    too_large = f"image too large (over {max_pixels} pixels by its header); downscale it first"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise InputFormatError(path, f"{too_large} ({width}×{height} in its header)")
+                orientation = im.getexif().get(0x0112, 1)
+    except InputFormatError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise InputFormatError(path, too_large) from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return 1
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+
+
+def exif_upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels → the displayed image, for EXIF ``Orientation`` 1–8 (TIFF/EXIF 2.3 §4.6.4)."""
+    if orientation in (5, 6, 7, 8):
+        # 6: the top row is shown as the right column (turn 90° clockwise); 8: counter-clockwise;
+        # 5 and 7 are their mirror images (transpose and transverse)
+        image = {5: image.swapaxes(0, 1), 6: np.rot90(image, -1), 7: np.rot90(image, 2).swapaxes(0, 1),
+                 8: np.rot90(image, 1)}[orientation]  # fmt: skip
+    elif orientation == 2:
+        image = image[:, ::-1]
+    elif orientation == 3:
+        image = image[::-1, ::-1]
+    elif orientation == 4:
+        image = image[::-1]
+    return np.ascontiguousarray(image)
+
+
+def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image file as displayed, RGB uint8 ``(H, W, 3)``; gray and alpha images are converted.
+
+    The EXIF orientation is applied. Raises :class:`InputFormatError` naming the file when it cannot
+    be decoded or is larger than ``max_pixels`` (checked from the header, before decoding).
     """
     path = Path(path)
     data = np.fromfile(path, np.uint8)
     if data.size == 0:
         raise InputFormatError(path, "empty file")
+    orientation = _header(path, max_pixels)
     head = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8) if data.size > 50_000_000 else None
     if head is not None and head.size * 64 > max_pixels:
         raise InputFormatError(path, f"image too large (> {max_pixels} pixels); downscale it first")
@@ -129,6 +178,7 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise InputFormatError(path, f"image too large ({image.shape[1]}×{image.shape[0]} pixels)")
     if image.dtype != np.uint8:  # 16-bit PNG/TIFF
         image = (image / (256 if image.dtype == np.uint16 else max(image.max(), 1) / 255)).astype(np.uint8)
+    image = exif_upright(image, orientation)  # IMREAD_UNCHANGED leaves the stored orientation
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     if image.shape[2] == 4:

@@ -13,8 +13,9 @@ finished rows in frame order as soon as they are final. Memory does not grow wit
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -30,7 +31,11 @@ from mtaffect.predict.tables import empty_table, make_table
 from mtaffect.predict.temporal import StreamingWindows, predict_track
 from mtaffect.predict.track import FaceTracker
 
-__all__ = ["Predictor", "RunReport"]
+__all__ = ["Predictor", "RunReport", "PartialVideoWarning"]
+
+
+class PartialVideoWarning(UserWarning):
+    """``predict_video`` returned the rows of a video that could not be decoded to its end."""
 
 
 @dataclass
@@ -42,6 +47,7 @@ class RunReport:
     faces: int = 0
     tracks: int = 0
     detector_calls: int = 0
+    scene_cuts: int = 0
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -56,6 +62,9 @@ class _Face:
     track_id: int
     box: np.ndarray
     score: float
+    source: str = "detected"
+    check_frame: int = 0
+    change: float = 0.0
 
 
 class Predictor:
@@ -146,9 +155,19 @@ class Predictor:
 
     # ------------------------------------------------------------------ videos
     def predict_video(self, path: str | Path, **kwargs) -> pd.DataFrame:
-        """Every decoded frame of a video as rows (one per face, one no-face row otherwise)."""
+        """Every decoded frame of a video as rows (one per face, one no-face row otherwise).
+
+        ``df.attrs["report"]`` holds :class:`RunReport` as a dict (also in ``last_report``). A video
+        that could not be decoded to its end (truncated, damaged) returns the rows of the frames
+        decoded before the failure and warns with :class:`PartialVideoWarning`.
+        """
         parts = list(self.iter_video(path, **kwargs))
-        return pd.concat(parts, ignore_index=True) if parts else empty_table()
+        df = pd.concat(parts, ignore_index=True) if parts else empty_table()
+        report = self.last_report
+        df.attrs["report"] = asdict(report)
+        if report.error:
+            warnings.warn(f"{path}: partial result: {report.error}", PartialVideoWarning, stacklevel=2)
+        return df
 
     def iter_video(
         self, path: str | Path, *, debug_crops: str | Path | None = None, progress: bool = False
@@ -240,7 +259,10 @@ class Predictor:
                 lms = None if faces[0].landmarks is None else np.stack([f.landmarks for f in faces])
                 crops = self.crops(fr.image, boxes, lms)
                 pending_crops.append(crops)
-                pending.extend(_Face(fr.index, fr.time, f.track_id, f.box, f.score) for f in faces)
+                pending.extend(
+                    _Face(fr.index, fr.time, f.track_id, f.box, f.score, f.source, fr.index - f.age, f.change)
+                    for f in faces
+                )
                 if debug_crops is not None:
                     _write_debug(Path(debug_crops), fr.index, [f.track_id for f in faces], crops)
                 report.faces += len(faces)
@@ -271,6 +293,7 @@ class Predictor:
         report.error = reader.error
         report.tracks = len(seen_tracks)
         report.detector_calls = tracker.detector_calls
+        report.scene_cuts = tracker.cuts
         chunk = emit(frame_no + 1)
         if chunk is not None:
             yield chunk
@@ -427,6 +450,7 @@ class Predictor:
             probabilities=probs,
             valence=val,
             arousal=aro,
+            face_source=None,
         )
 
 
@@ -447,6 +471,9 @@ def _rows(name: str, records: list[tuple[int, int, object]]) -> pd.DataFrame:
                 probabilities=vals[:, :7],
                 valence=vals[:, 7],
                 arousal=vals[:, 8],
+                face_source=np.array([f.source for f, _ in faces], dtype=object),
+                check_frame=np.array([f.check_frame for f, _ in faces]),
+                box_change=np.array([f.change for f, _ in faces]),
             )
         )
     if empty:

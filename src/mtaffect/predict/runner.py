@@ -10,15 +10,22 @@ Layout of ``out``::
       <video stem>/debug_crops/track<k>/NNNNN.jpg   with debug_crops=True: the model's input crops
       images/predictions.csv         all still images in one table
       <track>/predictions.csv        with cropped=True: one per cropped_aligned track folder
+      <folder>/done.json             the finished marker, written last (see below)
 
-An input whose ``predictions.parquet`` exists is finished; with ``resume`` it is skipped. A bad
-input (unreadable, truncated, not media) is reported in ``report.json`` and on stderr; the others go
-on, and the rows of a video that broke half-way are kept (``status: "partial"``).
+Every per-input folder is finished by ``done.json`` (:data:`MARKER`), written after its table,
+plots, overlay and its ``report.json`` entry; nothing else marks an input as finished. While an
+input runs, its rows stream to ``predictions.partial.csv`` and its other files are written under
+temporary names, so a killed run never leaves a partial ``predictions.csv``. With ``resume`` a
+folder with its marker is skipped and a folder without one is removed and done again (as are
+stray ``.tmp`` files of the output folder). A bad input (unreadable, truncated, not media) is
+reported in ``report.json`` and on stderr and leaves no folder; the others go on, and the rows of
+a video that broke half-way are kept (``status: "partial"``, finished like any other).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +38,30 @@ from mtaffect.predict.media import IMAGE_EXTENSIONS, MediaItem, expand_inputs
 from mtaffect.predict.predictor import Predictor
 from mtaffect.predict.tables import TableWriter
 
-__all__ = ["predict_inputs", "crop_folders"]
+__all__ = ["predict_inputs", "crop_folders", "MARKER", "is_finished"]
+
+MARKER = "done.json"
+"""The finished marker of a per-input output folder (written last, atomically)."""
+
+
+def is_finished(folder: str | Path) -> bool:
+    """True when ``folder`` (one input's output folder) was completed."""
+    return (Path(folder) / MARKER).is_file()
+
+
+def _restart(target: Path) -> None:
+    """Remove what an unfinished (killed, failed) run of this input left behind."""
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+
+
+def _finish(target: Path, entry: dict, record) -> None:
+    """Record the input's report entry, then write its marker: the last file of the folder."""
+    record(entry)
+    files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    write_json(target / MARKER, {"input": entry["input"], "status": entry["status"], "files": files})
 
 
 def _unique_name(stem: str, used: set[str]) -> str:
@@ -82,14 +112,16 @@ def predict_inputs(
     skipped: list[tuple[str, str]] = []
     report: dict = {"backend": predictor.model.backend, "inputs": []}
     report_path = out / "report.json"
-    if resume and report_path.is_file():
+    if resume:
+        for stray in out.glob(".*.tmp"):  # an atomic write (report.json) cut short by a kill
+            stray.unlink()
         try:
-            report["inputs"] = [
-                e for e in json.loads(report_path.read_text())["inputs"] if e["status"] == "ok"
-            ]
-        except (ValueError, KeyError):
+            old = json.loads(report_path.read_text())["inputs"] if report_path.is_file() else []
+            # a finished entry whose folder lacks its marker is redone below; errors and skips are
+            # recorded again when their input is retried
+            report["inputs"] = [e for e in old if not e.get("output") or is_finished(out / e["output"])]
+        except (ValueError, KeyError, TypeError):
             pass
-    done = {e["input"] for e in report["inputs"]}
     used: set[str] = set()
 
     def record(entry: dict) -> None:
@@ -105,8 +137,9 @@ def predict_inputs(
         for folder in crop_folders(inputs):
             name = _unique_name(folder.name, used)
             target = out / name
-            if resume and (target / "predictions.parquet").is_file():
+            if resume and is_finished(target):
                 continue
+            _restart(target)
             t0 = time.perf_counter()
             try:
                 df = predictor.predict_crop_folder(folder)
@@ -119,7 +152,8 @@ def predict_inputs(
                 writer.write(df)
             if plots:
                 _plots(df, target, folder.name)
-            record(
+            _finish(
+                target,
                 {
                     "input": str(folder),
                     "status": "ok",
@@ -127,7 +161,8 @@ def predict_inputs(
                     "frames": len(df),
                     "faces": len(df),
                     "seconds": {"total": time.perf_counter() - t0},
-                }
+                },
+                record,
             )
         return report
 
@@ -135,7 +170,8 @@ def predict_inputs(
     for path, why in skipped:
         record({"input": path, "status": "skipped", "error": why})
     images = [it for it in items if it.kind == "image"]
-    if images and not (resume and (out / "images" / "predictions.parquet").is_file()):
+    if images and not (resume and is_finished(out / "images")):
+        _restart(out / "images")
         errors: list[tuple[str, str]] = []
         t0 = time.perf_counter()
         df = predictor.predict_images([it.path for it in images], errors=errors)
@@ -143,22 +179,31 @@ def predict_inputs(
             writer.write(df)
         for path, msg in errors:
             record({"input": path, "status": "error", "error": msg})
-        record(
+        _finish(
+            out / "images",
             {
                 "input": "images",
                 "status": "ok",
                 "output": "images",
                 "images": len(images) - len(errors),
+                "errors": len(errors),  # each also listed as its own "error" entry
                 "faces": int(df["face_found"].sum()),
                 "seconds": {"total": time.perf_counter() - t0},
-            }
+            },
+            record,
         )
     for item in (it for it in items if it.kind != "image"):
         name = _unique_name(Path(item.path).stem if item.kind == "video" else _stream_name(item), used)
         target = out / name
-        if resume and ((target / "predictions.parquet").is_file() or item.path in done):
+        if resume and is_finished(target):
             continue
-        record(_one_video(predictor, item, target, name, plots, overlay, debug_crops, progress))
+        _restart(target)
+        entry = _one_video(predictor, item, target, name, plots, overlay, debug_crops, progress)
+        if entry["status"] == "error":
+            _restart(target)  # nothing usable: no empty folder, no header-only table
+            record(entry)
+        else:
+            _finish(target, entry, record)
     return report
 
 
@@ -182,9 +227,9 @@ def _one_video(predictor, item, target, name, plots, overlay, debug_crops, progr
             ):
                 writer.write(chunk)
     except InputFormatError as err:
-        return {**entry, "status": "error", "error": str(err)}
+        return {"input": item.path, "status": "error", "error": str(err)}
     except KeyboardInterrupt:
-        print(f"interrupted: the rows so far are in {target / 'predictions.csv'}", file=sys.stderr)
+        print(f"interrupted: the rows so far are in {target / 'predictions.partial.csv'}", file=sys.stderr)
         raise
     rep = predictor.last_report
     seconds = dict(rep.seconds)
@@ -209,6 +254,7 @@ def _one_video(predictor, item, target, name, plots, overlay, debug_crops, progr
         "faces": rep.faces,
         "tracks": rep.tracks,
         "detector_calls": rep.detector_calls,
+        "scene_cuts": rep.scene_cuts,
         "frames_per_second": rep.frames / seconds["predict"] if seconds["predict"] > 0 else None,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }

@@ -19,11 +19,22 @@ Columns:
 ``expression``         string       the most probable expression's name
 ``expression_index``   Int64        its index in ``EXPRESSIONS``
 ``valence, arousal``   Float64      in [-1, 1]
+``face_source``        string       where the box comes from: ``detected`` (full detector on this
+                                    frame), ``refreshed`` (O-Net re-checked it on this frame) or
+                                    ``held`` (carried unchanged from ``check_frame``); NA for crops
+``check_frame``        Int64        the frame of the network check that gave the box and
+                                    ``det_score`` (= ``frame`` unless held)
+``box_change``         Float64      held rows: mean grey change of the box region since
+                                    ``check_frame``, in [0, 1] (a larger change triggers an O-Net
+                                    re-check instead of a hold); 0 on detected and refreshed rows
 =====================  ===========  =============================================================
 
-The CSV is appended and flushed chunk by chunk, so a crash keeps every row produced so far; the
-Parquet file is written to a temporary name and renamed when the input is complete, so a
-``.parquet`` file present means a finished input (what resuming checks).
+The last three columns come after ``arousal`` so the earlier columns keep their positions.
+
+Both files are streamed chunk by chunk under temporary names and renamed into place when the
+input is complete, so a ``predictions.csv`` or ``.parquet`` present is always a whole table. The
+CSV's temporary name is ``predictions.partial.csv`` (appended and flushed: after a crash or Ctrl-C
+it holds every row produced so far); ``runner`` decides what counts as finished (``done.json``).
 """
 
 from __future__ import annotations
@@ -54,7 +65,11 @@ DTYPES: dict[str, str] = {
     "expression_index": "Int64",
     "valence": "Float64",
     "arousal": "Float64",
+    "face_source": "string",
+    "check_frame": "Int64",
+    "box_change": "Float64",
 }
+FACE_SOURCES = ("detected", "refreshed", "held")
 COLUMNS: tuple[str, ...] = tuple(DTYPES)
 
 
@@ -73,8 +88,15 @@ def make_table(
     probabilities: np.ndarray | None = None,
     valence: np.ndarray | None = None,
     arousal: np.ndarray | None = None,
+    face_source: np.ndarray | str | None = "detected",
+    check_frame: np.ndarray | None = None,
+    box_change: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Rows for ``n`` faces (all arrays of length ``n``), or no-face rows when ``track_id`` is None."""
+    """Rows for ``n`` faces (all arrays of length ``n``), or no-face rows when ``track_id`` is None.
+
+    Face rows default to ``face_source="detected"``, ``check_frame=frame``, ``box_change=0`` (a
+    photo); ``face_source=None`` leaves the three NA (aligned crops: no detector ran).
+    """
     n = len(frame)
     data: dict[str, object] = {
         "input": [input] * n,
@@ -97,6 +119,12 @@ def make_table(
             valence=np.asarray(valence, np.float64),
             arousal=np.asarray(arousal, np.float64),
         )
+        if face_source is not None:
+            data.update(
+                face_source=np.broadcast_to(np.asarray(face_source, dtype=object), (n,)),
+                check_frame=data["frame"] if check_frame is None else np.asarray(check_frame, np.int64),
+                box_change=np.zeros(n) if box_change is None else np.asarray(box_change, np.float64),
+            )
     df = pd.DataFrame(data)
     for c, t in DTYPES.items():
         df[c] = df[c].astype(t) if c in df else pd.Series(pd.NA, index=df.index, dtype=t)
@@ -104,10 +132,10 @@ def make_table(
 
 
 class TableWriter:
-    """Stream tables to ``<stem>.csv`` (append + flush) and ``<stem>.parquet`` (renamed at the end).
+    """Stream tables to ``<stem>.csv`` and ``<stem>.parquet``, both renamed into place at the end.
 
-    Use as a context manager; on an exception the Parquet temp file is removed and the CSV keeps
-    the rows written so far.
+    Use as a context manager; on an exception the Parquet temp file is removed and
+    ``<stem>.partial.csv`` keeps the rows written so far (never under the final name).
     """
 
     def __init__(self, stem: str | Path, *, csv: bool = True, parquet: bool = True) -> None:
@@ -115,7 +143,8 @@ class TableWriter:
         self.stem.parent.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.stem.with_suffix(".csv") if csv else None
         self.parquet_path = self.stem.with_suffix(".parquet") if parquet else None
-        self._csv = open(self.csv_path, "w", encoding="utf-8", newline="") if csv else None
+        self.partial_csv = self.stem.with_name(f"{self.stem.name}.partial.csv") if csv else None
+        self._csv = open(self.partial_csv, "w", encoding="utf-8", newline="") if csv else None
         self._header = True
         self._tmp = self.stem.parent / f".{self.stem.name}.parquet.partial" if parquet else None
         self._schema = pa.Schema.from_pandas(empty_table(), preserve_index=False)
@@ -139,6 +168,7 @@ class TableWriter:
                 empty_table().to_csv(self._csv, index=False, lineterminator="\n")
             self._csv.close()
             self._csv = None
+            os.replace(self.partial_csv, self.csv_path)
         if self._pq is not None:
             self._pq.close()
             self._pq = None
