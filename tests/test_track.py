@@ -122,3 +122,67 @@ def test_refresh_every_holds_boxes_between_updates() -> None:
     for t in range(20):
         _step(default, tracker, t)
     assert len(default.refreshed_at) == 18  # every frame that is not a detection frame
+
+
+# ------------------------------------------------------------------ honesty of held boxes
+
+
+def _scene(level: int, box=None) -> np.ndarray:
+    """A 640×360 frame of one grey level, with a bright square where ``box`` is."""
+    image = np.full((360, 640, 3), level, np.uint8)
+    if box is not None:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        image[y0:y1, x0:x1] = 230
+    return image
+
+
+def test_scene_cut_ends_held_tracks_and_detects_on_that_frame() -> None:
+    face = [100, 100, 220, 220]
+    script = [[face]] * 5 + [[]] * 3 + [[face]] * 4  # frames 5-7: another shot without the face
+    det = CountingDetector(script)
+    tracker = FaceTracker(det, detect_every=10, refresh_every=3)
+    sources, found = [], []
+    for t in range(12):
+        det.t = t
+        faces = tracker.update(_scene(0 if 5 <= t <= 7 else 120, face if t < 5 or t > 7 else None))
+        sources.append([f.source for f in faces])
+        found.append(len(faces))
+    # the cut at frame 5 ends the track at once (frame 5 is a held frame: no O-Net would look)
+    assert found == [1] * 5 + [0] * 3 + [1] * 4
+    assert tracker.cuts == 2 and det.calls == 3  # frames 0, 5 (cut) and 8 (cut back: face found)
+    assert sources[0] == ["detected"] and sources[8] == ["detected"]
+    assert sources[3] == ["refreshed"] and sources[1] == ["held"] and sources[9] == ["held"]
+
+
+def test_held_box_that_changed_is_rechecked_and_ends_when_rejected() -> None:
+    face = [100, 100, 220, 220]
+    script = [[face]] * 2 + [[]] * 4  # the face leaves at frame 2, the rest of the scene stays
+    det = CountingDetector(script)
+    tracker = FaceTracker(det, detect_every=10, refresh_every=3)
+    out = []
+    for t in range(6):
+        det.t = t
+        out.append(tracker.update(_scene(120, face if t < 2 else None)))
+    assert tracker.cuts == 0  # a small part of the frame changed: no cut
+    assert out[1][0].source == "held" and out[1][0].age == 1 and out[1][0].change == 0.0
+    assert det.refreshed_at == [2] and tracker.rechecks == 1  # frame 2 would be held: re-checked
+    assert out[2] == [] and det.calls == 2  # rejected; the last face gone → detection at once
+
+
+def test_box_only_detector_drops_a_held_box_that_changed() -> None:
+    class BoxesOnly:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def detect(self, image):
+            self.calls += 1
+            return Detections(np.array([[100, 100, 220, 220]], np.float32), np.ones(1, np.float32), None)
+
+    det = BoxesOnly()
+    tracker = FaceTracker(det, detect_every=10)
+    face = [100, 100, 220, 220]
+    first = tracker.update(_scene(120, face))
+    held = tracker.update(_scene(120, face))
+    gone = tracker.update(_scene(120))  # the square vanished: the held box is no longer trusted
+    assert first[0].source == "detected" and held[0].source == "held"
+    assert det.calls == 2 and len(gone) == 1 and gone[0].source == "detected"  # re-detected at once
