@@ -4,8 +4,11 @@ FER+ layer table (functional conv/bn/pool calls in table order)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
+import zipfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,9 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtaffect.checkpoint import load_checkpoint
+from mtaffect.checkpoint import file_sha256, load_checkpoint
 from mtaffect.cli import main
 from mtaffect.convert import (
+    AUTHORS_REPOSITORY,
     convert,
     ferplus_module_name,
     load_authors_checkpoint,
@@ -353,3 +357,137 @@ def test_convert_api_for_ferplus(tmp_path):
     assert meta["kind"] == "cnn" and meta["model"]["cnn"]["backbone_classes"] == 8
     model, _ = load_checkpoint(tmp_path / "init.safetensors")
     assert model.backbone.fc.weight.shape == (8, 2048)
+
+
+# ------------------------------------------------------------------ the authors' download as it comes
+@pytest.fixture(scope="module")
+def authors_files(tmp_path_factory) -> dict[str, Path]:
+    """Random-weight files in the layouts of the authors' CNN and CNN+GRU, and of the FER+ trunk."""
+    folder = tmp_path_factory.mktemp("authors")
+    files = {}
+    for name, table, seed in (
+        ("authors-cnn", "cnn_checkpoint_keys.tsv", 11),
+        ("authors-gru", "gru_checkpoint_keys.tsv", 12),
+        ("ferplus", "ferplus_backbone_keys.tsv", 13),
+    ):
+        files[name] = folder / f"{name}.pth"
+        torch.save(random_state(key_table(table), seed=seed), files[name])
+    return files
+
+
+def _same_weights(first: torch.nn.Module, second: torch.nn.Module) -> None:
+    theirs = second.state_dict()
+    assert set(theirs) == set(first.state_dict())
+    for key, value in first.state_dict().items():
+        torch.testing.assert_close(theirs[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("source", "kind"), [("authors-cnn", "cnn"), ("authors-gru", "cnn_gru")])
+def test_convert_recognises_the_authors_cnn_and_cnn_gru(tmp_path, authors_files, capsys, source, kind):
+    out = tmp_path / "authors.safetensors"
+    assert main(["convert", str(authors_files[source]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{source} (recognised from its keys)" in printed and f"kind={kind}" in printed
+    model, meta = load_checkpoint(out)
+    assert meta["kind"] == kind and meta["converted_from"]["source"] == source
+    assert meta["converted_from"]["detected"] is True
+    assert "Aff-Wild2" in meta["about"]["training_data"] and meta["about"]["licence"]
+    _same_weights(model, load_authors_checkpoint(authors_files[source]))
+
+
+def test_convert_recognises_ferplus_and_refuses_unknown_layouts(tmp_path, authors_files):
+    meta = convert("auto", authors_files["ferplus"], tmp_path / "f.safetensors")
+    assert meta["converted_from"]["source"] == "ferplus" and meta["stage"] == "ferplus_init"
+    other = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(InputFormatError, match="none of the known layouts.*fc.weight"):
+        convert("auto", other, tmp_path / "o.safetensors")
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_convert_reads_the_weights_from_a_zip(tmp_path, authors_files, capsys):
+
+    pth = authors_files["authors-gru"]
+    download = tmp_path / "pretrained_model.zip"
+    with zipfile.ZipFile(download, "w", zipfile.ZIP_STORED) as archive:
+        archive.write(pth, "model/net_epoch_student_0_id_resnet50_GRU.pth")
+        archive.writestr("model/README.txt", "weights")
+        archive.writestr("__MACOSX/model/._net_epoch_student_0_id_resnet50_GRU.pth", b"\0")
+    out = tmp_path / "authors.safetensors"
+    assert main(["convert", str(download), "--out", str(out)]) == 0
+    assert "pretrained_model.zip!model/net_epoch_student_0_id_resnet50_GRU.pth" in capsys.readouterr().out
+    _, meta = load_checkpoint(out)
+    origin = meta["converted_from"]
+    assert origin["file"] == "pretrained_model.zip" and origin["source"] == "authors-gru"
+    assert origin["member"] == "model/net_epoch_student_0_id_resnet50_GRU.pth"
+    assert origin["member_sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
+    assert origin["sha256"] == hashlib.sha256(download.read_bytes()).hexdigest()
+    direct = load_authors_checkpoint(download)  # the Python API reads the zip too
+    assert isinstance(direct, CNNGRU)
+    _same_weights(load_checkpoint(out)[0], direct)
+
+
+def test_zip_without_or_with_several_weight_files(tmp_path, authors_files, capsys):
+
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("readme.txt", "no weights here")
+    assert main(["convert", str(empty), "--out", str(tmp_path / "e.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "empty.zip" in err and "no .pth/.pt file" in err and "readme.txt" in err
+    both = tmp_path / "both.zip"
+    with zipfile.ZipFile(both, "w", zipfile.ZIP_STORED) as archive:
+        archive.write(authors_files["authors-cnn"], "cnn.pth")
+        archive.write(authors_files["authors-gru"], "gru.pt")
+    assert main(["convert", str(both), "--out", str(tmp_path / "b.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "2 weight files (cnn.pth, gru.pt)" in err and "--member" in err
+    out = tmp_path / "b.safetensors"
+    assert main(["convert", str(both), "--member", "gru.pt", "--out", str(out)]) == 0
+    assert load_checkpoint(out)[1]["kind"] == "cnn_gru"
+    assert main(["convert", str(both), "--member", "x.pth", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "not one of the .pth/.pt files inside" in capsys.readouterr().err
+
+
+def test_a_pytorch_file_named_zip_is_read_as_weights(tmp_path, authors_files):
+    renamed = tmp_path / "net.zip"  # PyTorch's own format is a zip archive (data.pkl inside)
+    shutil.copy(authors_files["authors-cnn"], renamed)
+    meta = convert("auto", renamed, tmp_path / "r.safetensors")
+    assert meta["kind"] == "cnn" and "member" not in meta["converted_from"]
+
+
+def _info_text(capsys, path, *flags) -> str:
+    assert main(["info", str(path), *flags]) == 0
+    return capsys.readouterr().out
+
+
+def test_info_of_the_authors_model_converted_from_a_zip(tmp_path, capsys):
+    pth = tmp_path / "net_epoch_student_0_id_resnet50_GRU.pth"
+    torch.save(random_state(key_table("gru_checkpoint_keys.tsv"), seed=21), pth)
+    download = tmp_path / "model.zip"
+    with zipfile.ZipFile(download, "w", zipfile.ZIP_STORED) as archive:
+        archive.write(pth, pth.name)
+    out = tmp_path / "authors.safetensors"
+    assert main(["convert", str(download), "--out", str(out)]) == 0
+    capsys.readouterr()
+    text = _info_text(capsys, out)
+    sha_zip = hashlib.sha256(download.read_bytes()).hexdigest()
+    sha_pth = hashlib.sha256(pth.read_bytes()).hexdigest()
+    for expected in (
+        "kind: cnn_gru: CNN+GRU",
+        "backbone: resnet50_caffe",
+        "input: 112x112 px, RGB 0-255 minus mean, divided by std: mean [131.0912, 103.8827, 91.4953]",
+        "crops: affwild2_cropped_aligned: faces aligned as Aff-Wild2's cropped_aligned",
+        "stage: authors_gru",
+        f"converted (authors-gru) from model.zip!{pth.name} (member sha256 {sha_pth}); file sha256 {sha_zip}",
+        "training data: CNN as authors-cnn; GRU heads on 32-frame windows of Aff-Wild2 only",
+        "licence: no licence is stated for the weights",
+        f"reference: {AUTHORS_REPOSITORY}",
+        f"sha256 {file_sha256(out)}",
+    ):
+        assert expected in text, expected
+    info = json.loads(_info_text(capsys, out, "--json"))
+    assert info["kind"] == "cnn_gru" and info["backbone"] == "resnet50_caffe"
+    assert info["input"]["size"] == 112 and info["crop"]["convention"] == "affwild2_cropped_aligned"
+    assert info["source"]["converted_from"]["member_sha256"] == sha_pth
+    assert info["gru"]["hidden"] == 64 and info["cnn"]["hidden"] == 128
