@@ -12,6 +12,7 @@ import zipfile
 from fractions import Fraction
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -491,3 +492,47 @@ def test_info_of_the_authors_model_converted_from_a_zip(tmp_path, capsys):
     assert info["input"]["size"] == 112 and info["crop"]["convention"] == "affwild2_cropped_aligned"
     assert info["source"]["converted_from"]["member_sha256"] == sha_pth
     assert info["gru"]["hidden"] == 64 and info["cnn"]["hidden"] == 128
+
+
+def test_readme_section_on_the_authors_model_runs_as_written(tmp_path, monkeypatch, capsys, media_dir):
+    """The README's "Use the authors' published model" block, command by command, on a random-weight
+    CNN+GRU in the authors' layout zipped under the README's file name, and a stand-in interview.mp4."""
+    from test_readme import commands, readme_block
+
+    block = commands(readme_block("## Use the authors' published model"))
+    assert [c[:2] for c in block] == [["mtaffect", "convert"], ["mtaffect", "info"], ["mtaffect", "predict"]]
+    _first_frames(media_dir / "single_face.mp4", tmp_path / "interview.mp4", 12)  # a ResNet-50 per frame
+    monkeypatch.chdir(tmp_path)
+    download = Path(block[0][2])
+    assert download.suffix == ".zip"
+    pth = tmp_path / "net_epoch_student_0_id_resnet50_GRU.pth"
+    torch.save(random_state(key_table("gru_checkpoint_keys.tsv"), seed=31), pth)
+    with zipfile.ZipFile(download, "w", zipfile.ZIP_STORED) as archive:
+        archive.write(pth, pth.name)
+    fast = ["--backend", "torch", "--no-overlay", "--no-plots", "--quiet"]  # speed only: same numbers
+    for command in block:
+        extra = fast if command[1] == "predict" else []
+        assert main([*command[1:], *extra]) == 0, command
+    printed = capsys.readouterr().out
+    assert "authors-gru (recognised from its keys)" in printed and "kind: cnn_gru" in printed
+    out = Path(block[2][block[2].index("--out") + 1]) / "interview" / "predictions.csv"
+    table = pd.read_csv(out)
+    assert len(table) >= 12 and table["face_found"].any()
+    assert table.loc[table["face_found"], "valence"].between(-1, 1).all()
+
+
+def _first_frames(src: Path, dst: Path, n: int) -> None:
+    import av
+
+    with av.open(str(src)) as container:
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(n), container.decode(video=0))]
+    with av.open(str(dst), mode="w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.height, stream.width = frames[0].shape[0] // 2 * 2, frames[0].shape[1] // 2 * 2
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            image = frame[: stream.height, : stream.width]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image.copy(), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
