@@ -3,6 +3,11 @@
 Weights are safetensors tensors (never pickle); metadata key ``mtaffect`` holds JSON
 ``{"format": 1, "kind": "cnn"|"gru"|"cnn_gru", "model": {config}, "preprocessing": {...},
 "labels": [...], "stage": ..., "train": {...}, "metrics": {...}, ...}`` (docs/design.md).
+
+A GRU-only checkpoint (a GRU stage's ``best.safetensors``) runs on the embeddings of a separate CNN
+checkpoint: :func:`load_model` joins the two for every consumer (predict, ``Predictor``, export,
+evaluate), finding the CNN with :func:`find_cnn_checkpoint`; :func:`join_checkpoints` writes the
+joined CNN+GRU file (``mtaffect join``, the demo). The GRU stages write :data:`CNN_GRU_CHECKPOINT`.
 """
 
 from __future__ import annotations

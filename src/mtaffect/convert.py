@@ -3,8 +3,9 @@
 Key layouts: ``../shared/reference/`` (``ferplus_backbone_keys.tsv``, ``cnn_checkpoint_keys.tsv``,
 ``gru_checkpoint_keys.tsv``). Files are read with ``torch.load(weights_only=True)`` (never a full
 unpickle), with or without ``num_batches_tracked`` buffers and with or without DataParallel's
-``module.`` prefix. A file whose keys or shapes differ from the layout is refused with the list of
-differences.
+``module.`` prefix, or from the single ``.pth``/``.pt`` inside a ``.zip`` download (:func:`zip_member`).
+The layout is recognised from the keys (:func:`detect_source`) unless the caller names it. A file
+whose keys or shapes differ from the layout is refused with the list of differences.
 
 The FER+ network's Caffe names map onto our caffe-layout :class:`~mtaffect.models.resnet.ResNet`:
 ``conv1_7x7_s2[_bn]`` → ``conv1``/``bn1``; ``conv{S}_{B}_1x1_reduce`` → ``layer{S-1}.{B-1}.conv1``,
