@@ -38,7 +38,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mtaffect.serve import results as R
-from mtaffect.serve.jobs import JobManager
 from mtaffect.serve.uploads import UploadError, check_media, discard, kind_of, safe_name, upload_dir
 
 __all__ = ["create_app", "Guard", "STATIC", "VENDOR", "vendor_ready"]
@@ -123,6 +122,8 @@ def create_app(
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     store = R.ResultStore(root, media_roots)
+    if checkpoints:  # imported only here: `mtaffect view` never loads torch
+        from mtaffect.serve.jobs import JobManager
     jobs = (
         JobManager(root, checkpoints, workers=workers, predictor_options=predictor_options, plots=plots,
                    overlay=overlay)
@@ -130,6 +131,7 @@ def create_app(
         else None
     )
     cap = int(max_upload_mb * 1024 * 1024)
+    default_checkpoint = default_checkpoint or (sorted(checkpoints)[0] if checkpoints else None)
 
     def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
