@@ -121,6 +121,10 @@ class TrainConfig:
     ``off``/``false`` reads as False and means off)."""
     channels_last: bool = True
     """Memory format of the CNN input and weights on CUDA (and on CPU, where it is 1.5× faster)."""
+    compile: Any = "off"
+    """off | default | reduce-overhead: run the training step through ``torch.compile`` (CUDA graphs
+    with reduce-overhead); falls back to eager with a warning where compile fails
+    (:mod:`mtaffect.train.compiled`). YAML's bare ``off``/``false`` reads as False and means off."""
     threads: int = 0
     """torch threads on CPU (0 = leave torch's default)."""
     progress: bool = True

@@ -22,6 +22,7 @@ from mtaffect.errors import UserError
 
 __all__ = [
     "build_cnn",
+    "build_optimizer",
     "build_gru",
     "init_weights",
     "load_teacher",
@@ -50,6 +51,19 @@ def build_gru(config: Config) -> nn.Module:
     if config.model.init_from:
         init_weights(model, config.model.init_from)
     return model
+
+
+def build_optimizer(config: Config, model: nn.Module, device: torch.device | str) -> torch.optim.Optimizer:
+    """Adam over ``model``'s trainable parameters with ``optim.*`` (METHOD.md §5); fused on CUDA."""
+    from mtaffect.train.compiled import adam
+
+    return adam(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.optim.lr,
+        betas=tuple(config.optim.betas),
+        weight_decay=config.optim.weight_decay,
+        device=device,
+    )
 
 
 def init_weights(model: nn.Module, path: str | Path) -> tuple[int, int]:

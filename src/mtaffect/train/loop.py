@@ -30,6 +30,7 @@ from torch import nn
 
 from mtaffect.errors import UserError
 from mtaffect.io import write_csv
+from mtaffect.train.compiled import compile_step
 from mtaffect.train.state import STATE_FILE, EarlyStopping, load_state, restore_rng, save_state
 
 __all__ = ["TrainData", "FitResult", "fit", "SCORE_KEY"]
@@ -73,6 +74,23 @@ def _sync_buffers(model: nn.Module, world: int) -> None:
 
     for buffer in model.buffers():
         dist.broadcast(buffer, src=0)
+
+
+def _same_state_everywhere(state_path: Path, device: torch.device, rank: int) -> None:
+    """Every rank of a resumed DDP run must read the same ``last_state.pt`` (rank 0 writes it): on
+    several machines the run folder must be shared, else ranks would continue from different points."""
+    import torch.distributed as dist
+
+    found = torch.tensor([float(state_path.exists())], device=device)
+    low, high = found.clone(), found.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if float(low) != float(high):
+        raise UserError(
+            f"--resume: {state_path} exists on some ranks only (this rank {rank}: "
+            f"{'found' if found.item() else 'missing'}); on several machines --out must be a folder "
+            "every node reads (a shared file system)"
+        )
 
 
 def _broadcast(obj: Any, world: int) -> Any:
@@ -136,6 +154,7 @@ def fit(
     progress: bool = True,
     tensorboard: bool = True,
     trainer: nn.Module | None = None,
+    compile: str = "off",
     rank: int = 0,
     world: int = 1,
     desc: str = "train",
@@ -144,7 +163,8 @@ def fit(
 
     task: a module with ``.model`` (the trained network, saved and validated) whose ``forward(batch)``
         returns named losses including ``"loss"``. trainer: the module actually called per step
-        (``task`` wrapped in DDP), default ``task``.
+        (``task`` wrapped in DDP), default ``task``. compile: ``off | default | reduce-overhead``,
+        the step through ``torch.compile`` with an eager fallback (:mod:`mtaffect.train.compiled`).
     validate: ``model -> metrics`` with key ``abaw_sum`` (rank 0 only); None = select by training loss.
     save_best: called on rank 0 with (metrics, epoch) when the score improves.
     to_device: ``(batch, device) -> batch`` (e.g. uint8 → normalised float on the device).
@@ -158,13 +178,15 @@ def fit(
     run_dir = Path(run_dir)
     device = torch.device(device)
     model = task.model
-    trainer = trainer or task
+    step_fn = compile_step(trainer or task, compile, device)  # compiled lazily, once, at the first step
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     stopper = EarlyStopping(patience)
     history: list[dict[str, Any]] = []
     start_epoch = start_step = 0
     partial: dict[str, Any] = {}  # a mid-epoch state: the interrupted epoch's loss sums and time
     state_path = run_dir / STATE_FILE
+    if resume and world > 1:
+        _same_state_everywhere(state_path, device, rank)
     if resume and state_path.exists():
         state = load_state(state_path)  # on the CPU; load_state_dict moves it
         model.load_state_dict(state["model"])
@@ -199,8 +221,9 @@ def fit(
     steps = data.steps_per_epoch()
     if steps <= 0:
         raise UserError(f"{desc}: an epoch has no training step (fewer samples than one batch per task set)")
-    # checking the loss forces a host-device sync: every step on CPU (free), every 10th on CUDA,
-    # where the running sum reveals a non-finite loss of any step since the last check
+    # reading the loss forces a host-device sync: every step on CPU (free), every 10th on CUDA,
+    # where the running sum reveals a non-finite loss of any step since the last check; the same
+    # read feeds the progress bar, so the step itself never waits for the device
     check_every = 10 if device.type == "cuda" else 1
     try:
         for epoch in range(start_epoch, epochs):
@@ -220,12 +243,13 @@ def fit(
                     batch = to_device(batch, device)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast():
-                    losses = trainer(batch)
+                    losses = step_fn(batch)
                 loss = losses["loss"]
                 for key, value in losses.items():
                     if torch.is_tensor(value) and value.dim() == 0:
                         sums[key] = sums.get(key, 0.0) + value.detach().float()
-                if step % check_every == 0 and not torch.isfinite(sums["loss"]):
+                running = float(sums["loss"]) if step % check_every == 0 else 0.0
+                if not math.isfinite(running):
                     raise FloatingPointError(
                         f"{desc}: non-finite loss by epoch {epoch + 1}, step {step + 1}; this step's parts: "
                         + ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items() if v.dim() == 0)
@@ -235,8 +259,8 @@ def fit(
                 scaler.update()
                 done_steps += 1
                 bar.update(1)
-                if step % 10 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                if step % 10 == 0:  # the epoch's mean loss so far (a check step: no extra sync)
+                    bar.set_postfix(loss=f"{running / (step + 1):.4f}")
                 if save_every_steps > 0 and done_steps % save_every_steps == 0 and done_steps < steps:
                     if _is_main(rank):  # mid-epoch: the epoch in progress, its steps, sums and time
                         save_resume(

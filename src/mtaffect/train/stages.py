@@ -289,12 +289,7 @@ def run_stage(
                 shared_labels=config.stage.shared_labels,
                 concat_task_sets=config.train.concat_task_sets,
             )
-        optimizer = torch.optim.Adam(
-            [p for p in model.parameters() if p.requires_grad],
-            lr=config.optim.lr,
-            betas=tuple(config.optim.betas),
-            weight_decay=config.optim.weight_decay,
-        )
+        optimizer = C.build_optimizer(config, model, ctx.device)  # Adam, fused on CUDA
         checkpoint = run_dir / BEST_CHECKPOINT
         resolved = resolve(config)
         save_joined = _joined_writer(config, run_dir) if stage.model == "gru" else None
@@ -327,6 +322,7 @@ def run_stage(
             progress=config.train.progress,
             tensorboard=config.train.tensorboard,
             trainer=distributed.wrap(task, ctx),
+            compile=config.train.compile,
             rank=ctx.rank,
             world=ctx.world,
             desc=stage.name,

@@ -8,7 +8,7 @@ loop backpropagates ``"loss"`` and logs the rest.
 
 * :class:`SupervisedTask` — the teachers (P eq. 7): ground truth only.
 * :class:`DistillationTask` — the students (P eq. 9 / eq. 10): wraps a *frozen* teacher that runs in
-  eval mode, under ``no_grad``, on the very same (augmented) inputs as the student.
+  eval mode, in inference mode, on the very same (augmented) inputs as the student.
 
 Both are ``nn.Module``s whose ``forward`` does the whole step's forward passes, so DDP can wrap the
 task (one DDP forward per backward even though each task set gets its own model forward).
@@ -41,6 +41,11 @@ def _concat_inputs(items: list[Any]) -> Any:
 def _slice_outputs(out: Outputs, lo: int, hi: int) -> Outputs:
     emb = None if out.embeddings is None else {k: v[lo:hi] for k, v in out.embeddings.items()}
     return Outputs(out.expression[lo:hi], out.valence[lo:hi], out.arousal[lo:hi], emb)
+
+
+def _plain(out: Outputs) -> Outputs:
+    emb = None if out.embeddings is None else {k: v.clone() for k, v in out.embeddings.items()}
+    return Outputs(out.expression.clone(), out.valence.clone(), out.arousal.clone(), emb)
 
 
 def _batch_len(inputs: Any) -> int:
@@ -85,7 +90,8 @@ class DistillationTask(nn.Module):
     """Student step (P eq. 9 / eq. 10): ground truth mixed with a frozen teacher's soft labels.
 
     student: the network being trained (a fresh model, METHOD.md §5); teacher: the trained teacher,
-    frozen here (``requires_grad`` off, eval mode forever, no_grad); shared_labels: True = eq. 10
+    frozen here (``requires_grad`` off, eval mode forever, inference mode: no autograd records, no
+    version counters; under the loop's autocast, bf16 on CUDA); shared_labels: True = eq. 10
     (use a frame's secondary label where it has one), False = eq. 9 (secondary task from the teacher only).
     """
 
@@ -117,8 +123,10 @@ class DistillationTask(nn.Module):
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         from mtaffect.losses import student_objective
 
-        with torch.no_grad():
+        with torch.inference_mode():
             teacher_out = forward_task_sets(self.teacher, batch, concat=self.concat_task_sets)
+        # inference tensors cannot be saved for the student's backward: plain copies (a few KB)
+        teacher_out = {name: _plain(out) for name, out in teacher_out.items()}
         student_out = forward_task_sets(self.model, batch, concat=self.concat_task_sets)
         targets = {name: targets for name, (_, targets) in batch.items()}
         return student_objective(
