@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cnn",
         default=None,
         help="GRU checkpoints: the CNN whose embeddings they read "
-        "(default: model.cnn_checkpoint of their training config)",
+        "(default: model.cnn_checkpoint of their training config, found relative to the run if moved)",
     )
     parser.add_argument(
         "--features", default=None, help="GRU checkpoints: feature-cache folder to reuse/fill"
