@@ -30,21 +30,10 @@ from mtaffect.convert import (
 from mtaffect.errors import InputFormatError
 from mtaffect.models import CNNGRU, CNNConfig, MultitaskCNN, build_backbone
 from mtaffect.models.preprocessing import FERPLUS
+from readme_blocks import commands, readme_block
+from reference_tables import REFERENCE, key_table, random_state
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-if not REFERENCE.is_dir():  # the shared folder sits next to the working tree
-    REFERENCE = Path("/work/shared/reference")
 pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference key tables not available")
-
-
-def key_table(name: str) -> dict[str, tuple[int, ...]]:
-    table = {}
-    for line in (REFERENCE / name).read_text().splitlines():
-        if line.startswith("#") or line.startswith("name\t") or not line.strip():
-            continue
-        key, shape = line.split("\t")
-        table[key] = tuple(json.loads(shape))
-    return table
 
 
 def layer_table() -> list[tuple[str, str, dict]]:
@@ -53,35 +42,6 @@ def layer_table() -> list[tuple[str, str, dict]]:
         name, kind, params = line.split("\t")
         rows.append((name, kind, json.loads(params)))
     return rows
-
-
-def random_state(table: dict[str, tuple[int, ...]], seed: int, *, batches_tracked: bool = True) -> dict:
-    """Random tensors for a key table, scaled so activations stay O(1) through 50 layers."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in table.items():
-        leaf = key.rsplit(".", 1)[1]
-        if leaf == "num_batches_tracked":
-            if batches_tracked:
-                state[key] = torch.tensor(123)
-            continue
-        if leaf == "running_var":
-            t = torch.rand(shape, generator=g) + 0.5
-        elif leaf == "running_mean":
-            t = torch.randn(shape, generator=g) * 0.1
-        elif "GRU_layer" in key:
-            t = (torch.rand(shape, generator=g) - 0.5) / 4
-        elif leaf == "weight" and len(shape) == 1:  # BatchNorm scale
-            t = torch.rand(shape, generator=g) * 0.5 + 0.25
-        elif leaf == "weight":
-            fan_in = math.prod(shape[1:])
-            t = torch.randn(shape, generator=g) / math.sqrt(fan_in)
-            if key.endswith("conv1_7x7_s2.weight"):
-                t = t / 64  # inputs are 0–255 minus the mean
-        else:
-            t = torch.randn(shape, generator=g) * 0.1
-        state[key] = t
-    return state
 
 
 # ------------------------------------------------------------------ independent reference forward
@@ -497,8 +457,6 @@ def test_info_of_the_authors_model_converted_from_a_zip(tmp_path, capsys):
 def test_readme_section_on_the_authors_model_runs_as_written(tmp_path, monkeypatch, capsys, media_dir):
     """The README's "Use the authors' published model" block, command by command, on a random-weight
     CNN+GRU in the authors' layout zipped under the README's file name, and a stand-in interview.mp4."""
-    from test_readme import commands, readme_block
-
     block = commands(readme_block("## Use the authors' published model"))
     assert [c[:2] for c in block] == [["mtaffect", "convert"], ["mtaffect", "info"], ["mtaffect", "predict"]]
     _first_frames(media_dir / "single_face.mp4", tmp_path / "interview.mp4", 12)  # a ResNet-50 per frame

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 from mtaffect.cli import main
+from readme_blocks import commands, readme_block
 from reference_tables import REFERENCE, write_ferplus_file
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Quick start on your data"
 
 # appended to every `mtaffect train` command: a tiny network, 48 px, two steps per epoch, one epoch
@@ -34,28 +34,6 @@ TINY = [
     "train.progress=false",
     "train.tensorboard=false",
 ]
-
-
-def readme_block(section: str = SECTION) -> str:
-    """The first ```bash block after the heading ``section``."""
-    text = README.read_text(encoding="utf-8")
-    assert section in text, f"README.md has no section {section!r}"
-    after = text.split(section, 1)[1]
-    return after.split("```bash\n", 1)[1].split("```", 1)[0]
-
-
-def commands(block: str) -> list[list[str]]:
-    """Shell commands of a block (continuations joined, comments dropped), split like a shell does."""
-    out, current = [], ""
-    for line in block.splitlines():
-        if not current and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        current += " " + line.strip().removesuffix("\\")
-        if not line.rstrip().endswith("\\"):
-            out.append(shlex.split(current))
-            current = ""
-    assert not current, "a command of the block ends with a backslash"
-    return out
 
 
 def test_commands_are_read_like_a_shell_reads_them():
@@ -90,7 +68,7 @@ def _databases(root: Path) -> Path:
 @pytest.mark.media
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference key tables not available")
 def test_the_quick_start_runs_as_written(tmp_path, monkeypatch, media_dir, capsys):
-    block = commands(readme_block())
+    block = commands(readme_block(SECTION))
     names = [argv[1] for argv in block]
     assert all(argv[0] == "mtaffect" for argv in block)
     assert names == ["index", "cache", "convert", "train", "train", "train", "train", "evaluate",
