@@ -1,0 +1,142 @@
+"""The compiled training step (``train.compile``): same losses and weights as eager, eager fallback.
+
+torch.compile on CPU runs here with the ``aot_eager`` backend (dynamo tracing + AOTAutograd's joint
+forward/backward graph, no C compiler): it exercises the whole wrapping — the task's per-task-set
+forwards, the frozen teacher, the losses, DDP-free and resumable — in a few seconds. The inductor
+backend on CPU (C++ code generation) takes minutes for these graphs and stays out of ``make test``;
+``benchmarks/bench_gpu.py --compile default`` times it on a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import pandas as pd
+import pytest
+import torch
+
+from mtaffect.losses import LossConfig
+from mtaffect.testing import approx32, assert_close32
+from mtaffect.train import compiled, loop
+from mtaffect.train.loop import fit
+from mtaffect.train.tasks import DistillationTask, SupervisedTask
+from test_train import PREPARE, make_data, tiny_cnn
+
+pytest.importorskip("torch._dynamo")
+
+
+def _use_backend(monkeypatch, backend: str) -> None:
+    """fit's compile_step with a CPU-cheap backend (inductor needs minutes on CPU)."""
+    monkeypatch.setattr(loop, "compile_step", functools.partial(compiled.compile_step, backend=backend))
+    torch._dynamo.reset()
+
+
+def _train(run_dir, task_factory, mode: str):
+    model, task = task_factory()
+    optimizer = compiled.adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999), device="cpu")
+    fit(
+        task,
+        make_data(),
+        optimizer,
+        run_dir=run_dir,
+        epochs=2,
+        to_device=PREPARE,
+        progress=False,
+        tensorboard=False,
+        compile=mode,
+    )
+    return model.state_dict(), pd.read_csv(run_dir / "metrics.csv")
+
+
+def _teacher():
+    model = tiny_cnn(0)
+    return model, SupervisedTask(model, LossConfig())
+
+
+def _student():
+    teacher = tiny_cnn(5).eval()
+    model = tiny_cnn(1)
+    return model, DistillationTask(model, teacher, LossConfig(), shared_labels=True)
+
+
+# the teacher through AOTAutograd's compiled backward (~20 s CPU, 50 s wall on the shared 2 cores);
+# the student (teacher forward inside the traced step) through dynamo's graphs only (~15 s CPU)
+@pytest.mark.parametrize(
+    ("factory", "backend"), [(_teacher, "aot_eager"), (_student, "eager")], ids=["teacher", "student"]
+)
+def test_compiled_step_trains_like_eager(tmp_path, monkeypatch, factory, backend):
+    _use_backend(monkeypatch, backend)
+    eager_w, eager_m = _train(tmp_path / "eager", factory, "off")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", compiled.CompileFallbackWarning)  # a fallback would hide compile
+        comp_w, comp_m = _train(tmp_path / "compiled", factory, "default")
+    losses = [c for c in eager_m.columns if c.startswith("train_")]
+    assert len(losses) >= 3
+    for column in losses:
+        assert comp_m[column].tolist() == approx32(eager_m[column].tolist()), column
+    initial = factory()[0].state_dict()
+    moved = [k for k, v in eager_w.items() if v.is_floating_point() and not torch.equal(v, initial[k])]
+    assert moved, "training changed no weight"
+    for name, value in eager_w.items():
+        if value.is_floating_point():
+            assert_close32(comp_w[name], value, msg=name)
+        else:
+            assert torch.equal(comp_w[name], value), name  # BatchNorm batch counts: one forward per set
+
+
+def test_a_compile_failure_falls_back_to_eager_with_a_warning(tmp_path, monkeypatch):
+    def broken(module, **options):
+        def fail(batch):
+            raise RuntimeError("backend exploded\nsecond line")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    eager_w, eager_m = _train(tmp_path / "eager", _teacher, "off")
+    with pytest.warns(compiled.CompileFallbackWarning, match="backend exploded.*eager mode") as record:
+        fell_w, fell_m = _train(tmp_path / "fallback", _teacher, "reduce-overhead")
+    assert len([w for w in record if w.category is compiled.CompileFallbackWarning]) == 1  # warned once
+    pd.testing.assert_frame_equal(
+        fell_m.drop(columns="seconds"), eager_m.drop(columns="seconds")
+    )  # eager from the first step on: bit-identical
+    for name, value in eager_w.items():
+        assert torch.equal(fell_w[name], value), name
+
+
+def test_compile_unavailable_at_setup_returns_the_eager_module(monkeypatch):
+    def missing(module, **options):
+        raise RuntimeError("Dynamo is not supported on this Python")
+
+    monkeypatch.setattr(torch, "compile", missing)
+    task = _teacher()[1]
+    with pytest.warns(compiled.CompileFallbackWarning, match="unavailable"):
+        assert compiled.compile_step(task, "default", "cpu") is task
+
+
+def test_compile_modes_are_checked():
+    from mtaffect.errors import UserError
+
+    task = _teacher()[1]
+    assert compiled.compile_step(task, "off", "cpu") is task
+    assert compiled.compile_step(task, False, "cpu") is task  # YAML's bare off
+    with pytest.raises(UserError, match="train.compile='max'"):
+        compiled.compile_step(task, "max", "cpu")
+
+
+def test_adam_is_fused_only_on_cuda():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    cpu = compiled.adam(params, lr=1e-4, betas=(0.5, 0.999), device="cpu")
+    assert not cpu.param_groups[0].get("fused")
+    assert cpu.param_groups[0]["betas"] == (0.5, 0.999) and cpu.param_groups[0]["lr"] == 1e-4
+    if torch.cuda.is_available():
+        cuda = compiled.adam([torch.nn.Parameter(torch.zeros(3, device="cuda"))], lr=1e-4,
+                             betas=(0.5, 0.999), device="cuda")
+        assert cuda.param_groups[0]["fused"]
+
+
+def test_the_config_key_reaches_the_typed_config():
+    from mtaffect.config import load_config
+
+    assert load_config("cnn_teacher").train.compile in ("off", False)
+    assert load_config("cnn_teacher", ["train.compile=reduce-overhead"]).train.compile == "reduce-overhead"
