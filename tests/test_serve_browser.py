@@ -11,7 +11,6 @@ README's, made this way).
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -28,17 +27,15 @@ from mtaffect.cli import main  # noqa: E402
 from mtaffect.models import create_model  # noqa: E402
 from mtaffect.serve.app import vendor_ready  # noqa: E402
 from mtaffect.testing import trained_like  # noqa: E402
+from readme_blocks import commands, readme_block  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Watch results in your browser"
 
 
 def readme_command(name: str) -> list[str]:
     """The README's ``mtaffect <name>`` command of the section above (the README is a contract)."""
-    block = README.read_text(encoding="utf-8").split(SECTION, 1)[1].split("```bash\n", 1)[1].split("```")[0]
-    cmds = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
-    return next(c for c in cmds if c[:2] == ["mtaffect", name])
+    return next(c for c in commands(readme_block(SECTION)) if c[:2] == ["mtaffect", name])
 
 
 def _with(cmd: list[str], **values: str) -> list[str]:

@@ -67,6 +67,8 @@ class Loaded:
     # per track: (F, 9) float64 = 7 probabilities, valence, arousal; NaN where no face
     values: dict[int, np.ndarray] = field(default_factory=dict)
     complete: bool = True
+    found: np.ndarray | None = None  # (rows,) face_found as bool
+    row_time: np.ndarray | None = None  # (rows,) time of each row, NaN for photos
 
 
 TABLE_FILES = (f"{TABLE}.parquet", f"{TABLE}.csv", f"{TABLE}.partial.csv")
@@ -95,12 +97,13 @@ def load_result(folder: Path) -> Loaded:
     found = df["face_found"].astype("boolean").fillna(False).to_numpy(bool)
     tracks = sorted(int(t) for t in pd.unique(df.loc[found, "track_id"].dropna()))
     cols = [*EXPRESSIONS, "valence", "arousal"]
+    names = [str(x) for x in pd.unique(df["input"].astype(str))]  # in order of appearance
     if kind == "images":
-        inputs = list(dict.fromkeys(df["input"].astype(str)))
+        inputs = names
         slot = df["input"].astype(str).map({name: i for i, name in enumerate(inputs)}).to_numpy(int)
         times = np.arange(len(inputs), dtype=float)
     else:
-        inputs = list(dict.fromkeys(df["input"].astype(str)))[:1]
+        inputs = names[:1]
         frames = df["frame"].to_numpy(dtype="int64", na_value=0)
         first = np.unique(frames, return_index=True)
         uniq, idx = first
@@ -116,7 +119,8 @@ def load_result(folder: Path) -> Loaded:
         arr = np.full((len(times), len(cols)), np.nan)
         arr[slot[rows]] = data[rows]
         values[t] = arr
-    return Loaded(kind, inputs, df, times, tracks, values, complete)
+    row_time = df["time"].to_numpy(dtype=float, na_value=np.nan)
+    return Loaded(kind, inputs, df, times, tracks, values, complete, found, row_time)
 
 
 def bucket_series(loaded: Loaded, t0: float | None, t1: float | None, points: int) -> dict:
@@ -166,11 +170,9 @@ def _json(x: np.ndarray, digits: int = 4) -> list:
 
 def frame_rows(loaded: Loaded, t0: float, t1: float, limit: int = 5000) -> list[dict]:
     """Raw face rows (boxes, probabilities, valence/arousal) of the frames in ``[t0, t1]``."""
-    df = loaded.table
-    found = df["face_found"].astype("boolean").fillna(False).to_numpy(bool)
-    time = df["time"].to_numpy(dtype=float, na_value=np.nan)
-    sel = found & (time >= t0) & (time <= t1)
-    rows = df.loc[sel].head(limit)
+    time = loaded.row_time
+    sel = loaded.found & (time >= t0) & (time <= t1)
+    rows = loaded.table.loc[sel].head(limit)
     return _rows_json(rows)
 
 
