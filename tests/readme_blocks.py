@@ -8,12 +8,12 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def readme_block(section: str) -> str:
-    """The first ```bash block after the heading ``section``."""
+def readme_block(section: str, language: str = "bash") -> str:
+    """The first ```<language> block after the heading ``section``."""
     text = README.read_text(encoding="utf-8")
     assert section in text, f"README.md has no section {section!r}"
     after = text.split(section, 1)[1]
-    return after.split("```bash\n", 1)[1].split("```", 1)[0]
+    return after.split(f"```{language}\n", 1)[1].split("```", 1)[0]
 
 
 def commands(block: str) -> list[list[str]]:

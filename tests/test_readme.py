@@ -65,37 +65,82 @@ def _databases(root: Path) -> Path:
     return data
 
 
-@pytest.mark.media
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference key tables not available")
-def test_the_quick_start_runs_as_written(tmp_path, monkeypatch, media_dir, capsys):
+@pytest.fixture(scope="module")
+def quick_start(tmp_path_factory, media_dir) -> Path:
+    """The quick start block run once, command by command, in a fresh folder; returns that folder."""
+    if not REFERENCE.is_dir():
+        pytest.skip("reference key tables not available")
+    root = tmp_path_factory.mktemp("quick_start")
     block = commands(readme_block(SECTION))
-    names = [argv[1] for argv in block]
     assert all(argv[0] == "mtaffect" for argv in block)
+    data = _databases(root)
+    shutil.copy(media_dir / "single_face.mp4", root / "interview.mp4")
+    write_ferplus_file(root / "resnet50_ferplus_dag.pth")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for argv in block:
+            argv = [str(data) + a[len("/data"):] if a.startswith("/data/") else a for a in argv[1:]]
+            if argv[0] == "train":  # overrides go before the options, as the README writes its own
+                first_option = next(i for i, a in enumerate(argv) if a.startswith("--"))
+                argv[first_option:first_option] = TINY
+            code = main(argv)
+            assert code == 0, f"`mtaffect {shlex.join(argv)}` exited {code}"
+    return root
+
+
+def test_the_quick_start_runs_as_written(quick_start):
+    root = quick_start
+    names = [argv[1] for argv in commands(readme_block(SECTION))]
     assert names == ["index", "cache", "convert", "train", "train", "train", "train", "evaluate",
                      "predict", "predict", "submit", "submit", "export"]
-    data = _databases(tmp_path)
-    shutil.copy(media_dir / "single_face.mp4", tmp_path / "interview.mp4")
-    write_ferplus_file(tmp_path / "resnet50_ferplus_dag.pth")
-    monkeypatch.chdir(tmp_path)
-
-    for argv in block:
-        argv = [str(data) + a[len("/data"):] if a.startswith("/data/") else a for a in argv[1:]]
-        if argv[0] == "train":  # overrides go before the options, as the README writes its own
-            first_option = next(i for i, a in enumerate(argv) if a.startswith("--"))
-            argv[first_option:first_option] = TINY
-        code = main(argv)
-        assert code == 0, f"`mtaffect {shlex.join(argv)}` exited {code}:\n{capsys.readouterr().out[-3000:]}"
-
     # the GRU student made every output the block promises
-    assert (tmp_path / "runs/gru_student/cnn_gru.safetensors").is_file()
-    scores = pd.read_csv(tmp_path / "eval/scores.csv")
+    assert (root / "runs/gru_student/cnn_gru.safetensors").is_file()
+    scores = pd.read_csv(root / "eval/scores.csv")
     assert "affwild2" in set(scores["database"])
-    video = pd.read_csv(tmp_path / "results/interview/predictions.csv")
+    video = pd.read_csv(root / "results/interview/predictions.csv")
     assert sorted(video["frame"].unique()) == list(range(72))  # every frame of the 72-frame video
     assert video["face_found"].astype(bool).mean() > 0.9
-    tracks = sorted(p.name for p in (data / "Aff-Wild2/cropped_aligned").iterdir())
-    assert sorted(p.parent.name for p in (tmp_path / "val").glob("*/predictions.csv")) == tracks
-    test_tracks = (tmp_path / "test_set_VA_Challenge.txt").read_text().split()
-    written = sorted((tmp_path / "submission/VA_Set").glob("*.txt"))
+    tracks = sorted(p.name for p in (root / "data/Aff-Wild2/cropped_aligned").iterdir())
+    assert sorted(p.parent.name for p in (root / "val").glob("*/predictions.csv")) == tracks
+    test_tracks = (root / "test_set_VA_Challenge.txt").read_text().split()
+    written = sorted((root / "submission/VA_Set").glob("*.txt"))
     assert [p.stem for p in written] == sorted(test_tracks)
-    assert (tmp_path / "gru_student.onnx").stat().st_size > 0
+    assert (root / "gru_student.onnx").stat().st_size > 0
+
+
+def test_the_prediction_section_runs_as_written(quick_start, tmp_path, monkeypatch, media_dir, capsys):
+    """Its commands, on the quick start's GRU student copied as the README says, in a fresh folder."""
+    block = commands(readme_block("## Prediction on your own videos and images"))
+    shutil.copy(quick_start / "runs/gru_student/cnn_gru.safetensors", tmp_path / "gru_student.safetensors")
+    shutil.copy(media_dir / "single_face.mp4", tmp_path / "interview.mp4")
+    (tmp_path / "photos").mkdir()
+    for name in ("single_face.jpg", "multi_face.jpg"):
+        shutil.copy(media_dir / name, tmp_path / "photos" / name)
+    (tmp_path / "videos").mkdir()
+    shutil.copy(media_dir / "single_face.mp4", tmp_path / "videos" / "clip.mp4")
+    (tmp_path / "Aff-Wild2").symlink_to(quick_start / "data/Aff-Wild2", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    for argv in block:
+        argv = [str(p) for a in argv[1:] for p in (sorted(Path().glob(a)) if "*" in a else [a])]  # globs
+        if "--help" in argv:
+            with pytest.raises(SystemExit) as done:
+                main(argv)
+            assert done.value.code == 0 and "--validate" in capsys.readouterr().out
+            continue
+        assert main(argv) == 0, f"`mtaffect {shlex.join(argv)}` failed"
+    assert len(pd.read_csv("results/interview/predictions.csv")) >= 72
+    photos = pd.read_csv("results/images/predictions.csv")
+    assert set(photos["input"].map(lambda s: Path(s).name)) >= {"single_face.jpg", "multi_face.jpg"}
+    tracks = list(Path("Aff-Wild2/cropped_aligned").iterdir())
+    assert len(list(Path("val").glob("*/predictions.csv"))) == len(tracks)
+    assert len(list(Path("cropped_aligned/clip").glob("*.jpg"))) > 60
+
+
+def test_the_python_example_runs_as_written(quick_start, monkeypatch):
+    code = readme_block("## Prediction on your own videos and images", "python")
+    monkeypatch.chdir(quick_start)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
+    frames = scope["frames"]
+    assert isinstance(frames, pd.DataFrame) and sorted(frames["frame"].unique()) == list(range(72))
+    assert frames["valence"].dropna().between(-1, 1).all()
