@@ -144,3 +144,21 @@ def test_the_python_example_runs_as_written(quick_start, monkeypatch):
     frames = scope["frames"]
     assert isinstance(frames, pd.DataFrame) and sorted(frames["frame"].unique()) == list(range(72))
     assert frames["valence"].dropna().between(-1, 1).all()
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference key tables not available")
+def test_the_authors_weights_example_runs_as_written(tmp_path, monkeypatch):
+    """The README's Python example on the authors' CNN, on a random-weight file in their layout."""
+    import numpy as np
+    import torch
+
+    from reference_tables import key_table, random_state
+
+    code = readme_block("## Use the authors' published model", "python")
+    name = code.split('load_authors_checkpoint("', 1)[1].split('"', 1)[0]
+    torch.save(random_state(key_table("cnn_checkpoint_keys.tsv"), seed=3), tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    crops = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+    scope: dict = {"crops": crops}  # the README's placeholder: the user's aligned face crops
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
+    assert scope["out"].expression.shape == (2, 7) and scope["out"].valence.shape == (2, 20)
