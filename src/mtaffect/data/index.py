@@ -130,6 +130,7 @@ def build_index(
     summary["cross_split"] = cross
     summary["test_overlap"] = _test_overlap(infos.get("affwild2"))
     summary["skipped"] = skips.as_dict()
+    summary["malformed"] = dict(sorted(skips.malformed_counts.items()))
     summary["skip_examples"] = skips.examples_dict()
     summary["sources"] = infos
     summary["lenient"] = lenient
@@ -229,6 +230,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             + ", ".join(tracks[:8])
             + (" ..." if len(tracks) > 8 else "")
         )
+    malformed = summary.get("malformed", {})
+    if malformed:  # lenient mode: lines that break their format, skipped (reasons below)
+        counts = ", ".join(f"{database} {n}" for database, n in malformed.items())
+        lines += ["", f"malformed lines skipped (--lenient): {counts}"]
     skipped = summary.get("skipped", {})
     if skipped:
         lines += ["", "skipped or unlabelled rows by reason"]

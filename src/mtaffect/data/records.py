@@ -76,6 +76,8 @@ class Skips:
     def __init__(self, lenient: bool = False) -> None:
         self.lenient = lenient
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.malformed_counts: Counter[str] = Counter()
+        """database -> lines (or entries) skipped because they break the format (lenient mode)"""
         self.examples: dict[tuple[str, str], list[str]] = {}
 
     def count(self, database: str, reason: str, n: int = 1, example: str | None = None) -> None:
@@ -97,6 +99,7 @@ class Skips:
             raise InputFormatError(path, message, line)
         where = f"{path}:{line}" if line is not None else str(path)
         self.count(database, reason, 1, f"{where}: {message}")
+        self.malformed_counts[database] += 1
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         """``{database: {reason: count}}``, sorted for stable output."""

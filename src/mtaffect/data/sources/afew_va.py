@@ -70,10 +70,6 @@ def _object(pairs: list[tuple[str, Any]]) -> _Object:
     return out
 
 
-def _no_constant(name: str) -> Any:
-    raise NumberError(f"{name} is not a finite number")
-
-
 def _landmarks(value: Any) -> np.ndarray | None:
     """68 (x, y) pairs as 136 float32, or None when absent; booleans and strings are refused."""
     if value is None:
@@ -105,7 +101,7 @@ def _read_clip(clip: Path, root: Path, skips: Skips) -> dict[str, list[Any]] | N
     json_path = clip / f"{clip.name}.json"
     try:
         meta = json.loads(
-            json_path.read_text(encoding="utf-8-sig"), object_pairs_hook=_object, parse_constant=_no_constant
+            json_path.read_text(encoding="utf-8-sig"), object_pairs_hook=_object
         )
         frames = meta["frames"]
         if not isinstance(frames, dict):

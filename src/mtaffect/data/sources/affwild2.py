@@ -388,9 +388,10 @@ def read_affwild2(root: str | Path, skips: Skips | None = None) -> tuple[pd.Data
                 skips.count(DATABASE, "mtl_unlabelled_rows", int((~labelled).sum()))
                 group = group[labelled].sort_values("frame")
                 pos = np.searchsorted(frames, group["frame"].to_numpy())
-                found = (pos < len(frames)) & (
-                    frames[np.minimum(pos, max(len(frames) - 1, 0))] == group["frame"].to_numpy()
-                )
+                found = np.zeros(len(pos), dtype=bool)
+                if len(frames):  # a track without images: nothing found (never index an empty listing)
+                    at_pos = frames[np.minimum(pos, len(frames) - 1)]
+                    found = (pos < len(frames)) & (at_pos == group["frame"].to_numpy())
                 skips.count(DATABASE, "mtl_label_without_image", int((~found).sum()))
                 n = int(found.sum())
                 if n == 0:

@@ -22,7 +22,7 @@ from mtaffect.data.records import Skips, read_text_lines
 __all__ = ["MTL_FILES", "parse_mtl_file"]
 
 MTL_FILES = {"training_set_annotations.txt": "train", "validation_set_annotations.txt": "validation"}
-_IMAGE = re.compile(r"^([^/\\]+)/(\d+)\.jpg$")
+_IMAGE = re.compile(r"^([^/\\]+)/([0-9]{1,18})\.jpg$")  # ASCII digits, within int64
 
 
 def parse_mtl_file(path: Path, skips: Skips, database: str = "affwild2") -> pd.DataFrame:
