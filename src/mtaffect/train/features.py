@@ -24,6 +24,12 @@ On disk (one folder per key)::
 The key hashes the CNN weights, the draws, the geometry and the frame list, so a different
 checkpoint, augmentation or index never reuses a stale cache. Frames are sorted by
 (database, track, frame) so that a window of consecutive frames is one contiguous slice.
+
+Throughput (PERFORMANCE.md §5b: JPEG decoding in the main process held a GPU to ≈ 1,300 frames/s):
+each face is read (decoded) once per chunk and every draw is a warp of that decoded face; reading
+and warping run in ``workers`` processes (:func:`ordered_chunks`, in order, pinned on CUDA) while
+the main process runs the CNN (bf16 autocast on CUDA) and writes the rows. The embeddings are the
+single-process ones, bit for bit on CPU: each forward sees the same chunk of one draw.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import torch
 from mtaffect.errors import UserError
 from mtaffect.io import write_json, write_parquet
 from mtaffect.labels import HEAD_TASKS
+from mtaffect.train.prefetch import default_workers, ordered_chunks
 
 __all__ = [
     "Draw",
@@ -252,6 +259,25 @@ class FeatureCache:
         return out
 
 
+class _DrawChunks:
+    """Chunk ``chunks[i]`` of the frame list under every draw: ``(chunk, uint8 (n_draws, n, S, S, 3))``.
+
+    Each face is read (its JPEG decoded) once; the draws are warps of that one decoded face.
+    """
+
+    def __init__(self, reader: Any, rows: np.ndarray, chunks: list[int], batch_size: int,
+                 draws: list[Draw], size: int, resize: float) -> None:
+        self.reader, self.rows, self.chunks, self.batch_size = reader, rows, chunks, batch_size
+        self.draws, self.size, self.resize = draws, size, resize
+
+    def __call__(self, i: int) -> tuple[int, torch.Tensor]:
+        chunk = self.chunks[i]
+        lo = chunk * self.batch_size
+        faces = np.asarray(self.reader.read(self.rows[lo : lo + self.batch_size]))
+        crops = np.stack([apply_draw(faces, d, self.size, self.resize) for d in self.draws])
+        return chunk, torch.from_numpy(crops)
+
+
 def _progress_path(folder: Path) -> Path:
     return folder / "progress.json"
 
@@ -296,6 +322,7 @@ def ensure_feature_cache(
     reader_factory: Callable[[pd.DataFrame], Any] | None = None,
     preprocessing_meta: dict | None = None,
     only_existing: bool = False,
+    workers: int | None = None,
 ) -> FeatureCache | None:
     """Compute (or reuse, or finish) the embeddings of every face image of ``index`` → :class:`FeatureCache`.
 
@@ -308,6 +335,8 @@ def ensure_feature_cache(
     ``only_existing``: return None instead of computing when no complete cache matches.
     ``reader_factory(index) -> reader`` with ``read(rows) -> uint8 (n, S, S, 3)`` (rows = positions in
     ``index``); by default ``FaceReader(index, meta, size)``.
+    ``workers``: processes reading and warping chunks ahead of the CNN (None: :func:`default_workers`;
+    0: in this process); the result does not depend on it.
     """
     device = resolve_device(device)
     draws_list = parse_draws(draws)
@@ -378,19 +407,27 @@ def ensure_feature_cache(
     embed = getattr(model, "embed", None)
     todo = [c for c in range(n_chunks) if c not in done]
     bar = _bar(total=len(todo) * batch_size, desc=f"feature cache {key[:8]}", enabled=progress)
+    workers = default_workers(device) if workers is None else workers
+    chunks = ordered_chunks(
+        _DrawChunks(reader, rows, todo, batch_size, draws_list, size, resize),
+        len(todo),
+        workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     with torch.inference_mode():
-        for chunk in todo:
+        for chunk, crops in chunks:  # crops: uint8 (n_draws, n, S, S, 3), one decode per face
             lo, hi = chunk * batch_size, min(len(frames), (chunk + 1) * batch_size)
-            faces = np.asarray(reader.read(rows[lo:hi]))
-            for d, draw in enumerate(draws_list):
-                crops = torch.from_numpy(apply_draw(faces, draw, size, resize))
-                x = prep.apply(crops, device=device, channels_last=use_cl)
+            per_task: dict[str, list[torch.Tensor]] = {task: [] for task in HEAD_TASKS}
+            for d in range(len(draws_list)):  # one forward per draw: the single-process batches
+                x = prep.apply(crops[d], device=device, channels_last=use_cl)
                 with autocast(device):
                     embeddings = embed(x) if embed is not None else model(x).embeddings
                 if embeddings is None:
                     raise UserError("feature cache: the CNN does not return head embeddings")
                 for task in HEAD_TASKS:
-                    memmaps[task][d, lo:hi] = embeddings[task].float().cpu().numpy().astype(np.float16)
+                    per_task[task].append(embeddings[task].float())
+            for task in HEAD_TASKS:  # one device → host copy per task and chunk
+                memmaps[task][:, lo:hi] = torch.stack(per_task[task]).cpu().numpy().astype(np.float16)
             for mm in memmaps.values():
                 mm.flush()
             done.add(chunk)
@@ -423,6 +460,7 @@ def ensure_gru_features(
     reader_factory: Callable[[pd.DataFrame], Any] | None = None,
     only_existing: bool = False,
     preprocessing_meta: dict | None = None,
+    workers: int | None = None,
 ) -> FeatureCache | None:
     """The GRU stages' cache: every frame they read (train and validation, see
     :func:`mtaffect.data.sequences.gru_frames`) under the draws of ``sequences``
@@ -446,4 +484,5 @@ def ensure_gru_features(
         reader_factory=reader_factory,
         only_existing=only_existing,
         preprocessing_meta=preprocessing_meta,
+        workers=workers,
     )

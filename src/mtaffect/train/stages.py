@@ -183,6 +183,7 @@ def _frames_pipeline(
             preprocessing=preprocessing,
             resize_factor=config.data.resize_factor,
             device=ctx.device,
+            workers=config.train.workers or None,  # decoding processes (None: 8 at most on CUDA)
         )
     return data, C.image_preparer(config, ctx.device), validate, preprocessing
 
@@ -213,6 +214,7 @@ def _windows_pipeline(
             batch_size=seq.cache_batch,
             device=ctx.device,
             progress=progress,
+            workers=config.train.workers or None,  # decoding processes (None: 8 at most on CUDA)
         )
 
     # one process computes the cache (or finds it); the others wait, then open the finished one
