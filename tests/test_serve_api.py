@@ -277,3 +277,32 @@ def test_cli_view_serves_a_predict_folder_and_serve_needs_a_checkpoint(tmp_path,
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_checkpoint_menu_and_queued_runs_are_not_deleted(checkpoint, media_dir, tmp_path) -> None:
+    from mtaffect.cli.serve import checkpoints_of
+    from mtaffect.errors import UserError
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("b.safetensors", "a.safetensors"):
+        shutil.copy(checkpoint, models / name)
+    assert checkpoints_of(None, str(models)) == (
+        {n: (models / n).resolve() for n in ("a.safetensors", "b.safetensors")},
+        "a.safetensors",
+    )
+    found, default = checkpoints_of(str(checkpoint), str(models))
+    assert default == checkpoint.name and len(found) == 3
+    with pytest.raises(UserError, match="no such checkpoint"):
+        checkpoints_of(str(tmp_path / "missing.safetensors"), None)
+    # no worker: the job stays queued, and its run folder cannot be deleted under it
+    with _client(tmp_path / "results", checkpoint, workers=0) as c:
+        assert c.get("/api/info").json()["checkpoints"] == [checkpoint.name]
+        up = _upload(c, media_dir / "single_face.jpg").json()["upload"]
+        job = c.post("/api/jobs", json={"uploads": [up], "checkpoint": checkpoint.name}).json()
+        (tmp_path / "results" / job["run"] / "report.json").write_text("{}")
+        r = c.request("DELETE", f"/api/runs?run={job['run']}")
+        assert r.status_code == 409 and "cancel it first" in r.json()["error"]
+        assert c.post(f"/api/jobs/{job['job']}/cancel").json()["status"] == "cancelled"
+        assert c.request("DELETE", f"/api/runs?run={job['run']}").status_code == 200
+        assert c.post("/api/jobs/nope/cancel").status_code == 404

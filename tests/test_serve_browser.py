@@ -176,6 +176,21 @@ def test_video_job_play_seek_and_csv_download(page, server, checkpoint, media_di
     assert len(got) == len(cli) == 72
     pd.testing.assert_frame_equal(got.drop(columns="input"), cli.drop(columns="input"), check_exact=False,
                                   atol=1e-5, rtol=0)
+    # the shareable URL opens the same result on the same frame, for the same person
+    share = page.input_value("#share")
+    assert f"t={second['seek']['target']:.3f}" in share and "track=0" in share
+    page.goto("about:blank")
+    page.goto(share)
+    page.wait_for_function(
+        "(f) => { const s = window.mtaffect.lastSeek, v = document.getElementById('video');"
+        " return s && s.frame === f && !v.seeking && Math.abs(v.currentTime - s.target) < 0.002; }",
+        arg=second["seek"]["frame"],
+    )
+    # the overlay video instead of the original, at the same time
+    page.select_option("#source", "overlay")
+    page.wait_for_function("document.getElementById('video').currentSrc.endsWith('/overlay.mp4')"
+                           " && document.getElementById('video').readyState >= 2")
+    page.wait_for_function(f"Math.abs(document.getElementById('video').currentTime - {second['t']}) < 0.01")
     page.goto(server)
     page.wait_for_selector("#results tbody tr")
     _shot(page, "serve_home.png")

@@ -174,9 +174,10 @@ async function openView(id, q) {
   };
   setSource($("source").value);
   const t0 = parseFloat(q.get("t"));
-  video.addEventListener("loadedmetadata", () => { if (isFinite(t0) && S.view === v) seekTo(t0); }, { once: true });
+  const timesReady = api(`/api/times?id=${encodeURIComponent(id)}`).then((buf) => { v.times = new Float64Array(buf); });
+  // a shared URL's time: once the video and the frame times are there, land on its frame
+  video.addEventListener("loadedmetadata", () => timesReady.then(() => { if (isFinite(t0) && S.view === v) seekTo(t0); }), { once: true });
   video.onpause = video.onseeked = () => updateShare();
-  api(`/api/times?id=${encodeURIComponent(id)}`).then((buf) => { if (S.view === v) v.times = new Float64Array(buf); });
   loadSummary();
   await loadSeries(null, null);
 }
