@@ -75,13 +75,20 @@ def test_failed_input_leaves_no_folder_and_paths_print_cleanly(
     checkpoint, media_dir, tmp_path, capsys
 ) -> None:
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo either")
     out = tmp_path / "val"
-    args = ["predict", str(tmp_path / "broken.mp4"), str(media_dir / "single_face.mp4")]
+    args = [
+        "predict",
+        str(tmp_path / "broken.mp4"),
+        str(tmp_path / "broken.jpg"),
+        str(media_dir / "single_face.mp4"),
+    ]
     opts = ["--checkpoint", str(checkpoint), "--quiet", "--no-overlay", "--no-plots", "--backend", "torch"]
     assert main([*args, *opts, "--out", f"{out}/"]) == 1
     printed = capsys.readouterr().out
     assert f"-> {out / 'single_face'}\n" in printed and "//" not in printed
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "single_face"]  # no broken/ folder
+    # no broken/ folder, no images/ folder (its only photo is unreadable)
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "single_face"]
     assert sorted(p.name for p in (out / "single_face").iterdir()) == [
         MARKER,
         "predictions.csv",
@@ -91,3 +98,4 @@ def test_failed_input_leaves_no_folder_and_paths_print_cleanly(
     assert marker["status"] == "ok" and marker["files"] == ["predictions.csv", "predictions.parquet"]
     report = {Path(e["input"]).name: e for e in json.loads((out / "report.json").read_text())["inputs"]}
     assert report["broken.mp4"]["status"] == "error" and "output" not in report["broken.mp4"]
+    assert report["broken.jpg"]["status"] == "error" and "images" not in report

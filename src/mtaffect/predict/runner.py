@@ -172,26 +172,7 @@ def predict_inputs(
     images = [it for it in items if it.kind == "image"]
     if images and not (resume and is_finished(out / "images")):
         _restart(out / "images")
-        errors: list[tuple[str, str]] = []
-        t0 = time.perf_counter()
-        df = predictor.predict_images([it.path for it in images], errors=errors)
-        with TableWriter(out / "images" / "predictions") as writer:
-            writer.write(df)
-        for path, msg in errors:
-            record({"input": path, "status": "error", "error": msg})
-        _finish(
-            out / "images",
-            {
-                "input": "images",
-                "status": "ok",
-                "output": "images",
-                "images": len(images) - len(errors),
-                "errors": len(errors),  # each also listed as its own "error" entry
-                "faces": int(df["face_found"].sum()),
-                "seconds": {"total": time.perf_counter() - t0},
-            },
-            record,
-        )
+        _images(predictor, [it.path for it in images], out / "images", record)
     for item in (it for it in items if it.kind != "image"):
         name = _unique_name(Path(item.path).stem if item.kind == "video" else _stream_name(item), used)
         target = out / name
@@ -205,6 +186,29 @@ def predict_inputs(
         else:
             _finish(target, entry, record)
     return report
+
+
+def _images(predictor: Predictor, paths: list[str], target: Path, record) -> None:
+    """All still images in one table; no folder when none of them could be read."""
+    errors: list[tuple[str, str]] = []
+    t0 = time.perf_counter()
+    df = predictor.predict_images(paths, errors=errors)
+    for path, msg in errors:
+        record({"input": path, "status": "error", "error": msg})
+    if len(errors) == len(paths):
+        return  # each image has its own error entry
+    with TableWriter(target / "predictions") as writer:
+        writer.write(df)
+    entry = {
+        "input": "images",
+        "status": "ok",
+        "output": target.name,
+        "images": len(paths) - len(errors),
+        "errors": len(errors),  # each also listed as its own "error" entry
+        "faces": int(df["face_found"].sum()),
+        "seconds": {"total": time.perf_counter() - t0},
+    }
+    _finish(target, entry, record)
 
 
 def _stream_name(item: MediaItem) -> str:
