@@ -62,4 +62,4 @@ bench: setup
 	@echo "see BENCHMARKS.md for the command of each figure"
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache $(UPLOT)
