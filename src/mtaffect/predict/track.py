@@ -18,7 +18,7 @@ moving average; 0 = off) to steady the crops of a shaky detector.
 Every face says where its box comes from (``source``): ``"detected"`` (the full detector on this
 frame), ``"refreshed"`` (O-Net re-checked it on this frame) or ``"held"`` (carried from the frame of
 its last check, ``age`` frames ago). Two cheap tests, on a 64-pixel-wide grey thumbnail of each
-frame (about 0.05 ms), keep a held box honest:
+frame (about 0.1 ms), keep a held box honest:
 
 * a **scene cut** (mean absolute thumbnail difference from the previous frame above
   ``cut_threshold``, in [0, 1] of full scale) ends every track and runs the detector on that frame;
