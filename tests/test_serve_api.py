@@ -306,3 +306,14 @@ def test_checkpoint_menu_and_queued_runs_are_not_deleted(checkpoint, media_dir, 
         assert c.post(f"/api/jobs/{job['job']}/cancel").json()["status"] == "cancelled"
         assert c.request("DELETE", f"/api/runs?run={job['run']}").status_code == 200
         assert c.post("/api/jobs/nope/cancel").status_code == 404
+
+
+def test_without_the_vendored_charts_the_api_still_works(tmp_path, monkeypatch) -> None:
+    import mtaffect.serve.app as app_module
+
+    write_synthetic_result(tmp_path / "run", seconds=1)
+    monkeypatch.setattr(app_module, "VENDOR", tmp_path / "no_vendor")
+    with _client(tmp_path) as c:
+        assert c.get("/api/info").json()["charts"] is False  # the page shows how to get uPlot
+        assert c.get("/api/series?id=run/long&points=100").json()["bucket"] == 1
+        assert "Run `make setup`" in c.get("/static/app.js").text
