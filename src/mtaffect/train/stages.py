@@ -57,6 +57,7 @@ RESUMABLE_CHANGES = {
     "train.threads",
     "train.tensorboard",
     "train.save_every_steps",
+    "train.compile",
 }
 
 
