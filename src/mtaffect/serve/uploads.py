@@ -75,7 +75,8 @@ def check_media(path: Path, display: str) -> str:
 
 def _why(err: Exception, path: Path) -> str:
     # decoder messages repeat the temporary path; the user knows the file by its own name
-    return str(err).replace(str(path), "").replace("''", "").strip(" :;") or type(err).__name__
+    text = re.sub(r"\[Errno -?\d+\]\s*", "", str(err).replace(str(path), "").replace("''", ""))
+    return text.strip(" :;") or type(err).__name__
 
 
 def upload_dir(root: Path) -> tuple[str, Path]:

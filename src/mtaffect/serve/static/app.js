@@ -88,6 +88,11 @@ async function pollJobs() {
   if (!S.info || !S.info.jobs) return;
   const before = JSON.stringify(S.jobs.map((j) => j.status));
   try { S.jobs = (await api("/api/jobs")).jobs; } catch (err) { banner(err.message); return; }
+  renderJobs();
+  if (JSON.stringify(S.jobs.map((j) => j.status)) !== before || S.jobs.some((j) => j.status === "running")) refreshResults();
+}
+
+function renderJobs() {
   const body = $("jobs").tBodies[0];
   body.innerHTML = S.jobs.map((j) => {
     const pct = Math.round(100 * (j.status === "done" ? 1 : j.progress));
@@ -107,7 +112,6 @@ async function pollJobs() {
     try { await api(`/api/jobs/${b.dataset.job}/${b.dataset.act}`, { method: "POST" }); } catch (err) { banner(err.message); }
     pollJobs();
   }));
-  if (JSON.stringify(S.jobs.map((j) => j.status)) !== before || S.jobs.some((j) => j.status === "running")) refreshResults();
 }
 
 async function refreshResults() {
@@ -127,6 +131,7 @@ async function refreshResults() {
     catch (err) { banner(err.message); }
     refreshResults();
   }));
+  renderJobs();  // the jobs' "open" links point at these results
 }
 
 // ------------------------------------------------------------------ view
