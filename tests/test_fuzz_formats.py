@@ -4,7 +4,7 @@ Hypothesis mutates each native format (tests/fuzz_formats.py) and every outcome 
 (the right labels, every malformed line counted) or a *clean error* (one line naming the file and
 a malformed line) — never a crash (traceback), a hang or a silently wrong label.
 
-``make test`` runs a fixed, seeded sample (``derandomize=True``, ``MTAFFECT_FUZZ_EXAMPLES`` or 12
+``make test`` runs a fixed, seeded sample (``derandomize=True``, ``MTAFFECT_FUZZ_EXAMPLES`` or 6
 inputs per format and mode); ``make fuzz`` runs the long campaign and writes the tally of outcomes
 to ``$MTAFFECT_FUZZ_REPORT`` (figures in docs/reliability.md).
 """
@@ -27,7 +27,7 @@ from fuzz_formats import GENERATORS, Case
 from mtaffect.data.index import build_index
 from mtaffect.errors import UserError
 
-EXAMPLES = int(os.environ.get("MTAFFECT_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("MTAFFECT_FUZZ_EXAMPLES", "6"))
 HANG_SECONDS = 20
 TALLY: Counter[tuple[str, str, str]] = Counter()
 FAILURES: list[str] = []

@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     roots = {k: v for k, v in roots.items() if v is not None}
     # outputs first: a read-only or missing destination fails now, before the databases are read
     check_writable(args.out)
+    for leftover in args.out.parent.glob(f".{args.out.name}.*.tmp"):  # a killed earlier run's temporary
+        leftover.unlink(missing_ok=True)
     if args.summary_json:
         check_writable(args.summary_json)
     start = time.perf_counter()
