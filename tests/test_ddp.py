@@ -86,3 +86,41 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     changed = [k for k, v in initial.items() if v.is_floating_point() and not torch.equal(v, r0["state"][k])]
     assert changed, "training changed no weight"
     assert (tmp_path / "metrics.csv").exists() and (tmp_path / "last_state.pt").exists()
+
+
+def _resume_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    from mtaffect.errors import UserError
+    from test_train import PREPARE, make_data, tiny_cnn
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    ctx = distributed.setup("cpu")
+    run_dir = os.path.join(out_dir, f"node{rank}")  # two machines without a shared folder
+    os.makedirs(run_dir, exist_ok=True)
+    if rank == 0:  # only the first "machine" holds the state rank 0 wrote
+        with open(os.path.join(run_dir, "last_state.pt"), "wb") as f:
+            f.write(b"a state")
+    try:
+        model = tiny_cnn(0)
+        task = SupervisedTask(model, LossConfig())
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        try:
+            fit(task, make_data(rank=ctx.rank, world=ctx.world), optimizer, run_dir=run_dir, epochs=1,
+                to_device=PREPARE, trainer=distributed.wrap(task, ctx), rank=ctx.rank, world=ctx.world,
+                resume=True, progress=False, tensorboard=False)
+            message = "trained"
+        except UserError as error:
+            message = str(error)
+        with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
+            f.write(message)
+    finally:
+        distributed.cleanup(ctx)
+
+
+def test_a_resume_that_not_every_rank_can_read_stops_on_every_rank(tmp_path):
+    mp.spawn(_resume_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank, seen in ((0, "found"), (1, "missing")):
+        message = (tmp_path / f"rank{rank}.txt").read_text()
+        assert "exists on some ranks only" in message and f"rank {rank}: {seen}" in message, message
+        assert "shared file system" in message
