@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -142,6 +143,12 @@ def _click_chart(page, frac: float) -> dict:
 
 def test_video_job_play_seek_and_csv_download(page, server, checkpoint, media_dir, tmp_path) -> None:
     video = media_dir / "single_face.mp4"
+    # the table of the same input through `mtaffect predict`, computed while the server's job runs
+    out = tmp_path / "cli"
+    args = ["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--backend", "torch",
+            "--quiet", "--no-plots", "--no-overlay"]
+    pool = ThreadPoolExecutor(1)
+    cli_run = pool.submit(main, args)
     _run_job(page, server, video)
     page.wait_for_selector("body[data-chart=ready]")
     page.wait_for_function("document.getElementById('video').readyState >= 2 && mtaffect.state.view.times")
@@ -150,11 +157,8 @@ def test_video_job_play_seek_and_csv_download(page, server, checkpoint, media_di
     page.wait_for_function("document.getElementById('video').currentTime > 0.5")
     page.click("#play")
     assert _video_state(page)["paused"]
-    # the table of the same input through `mtaffect predict`
-    out = tmp_path / "cli"
-    args = ["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--backend", "torch",
-            "--quiet", "--no-plots", "--no-overlay"]
-    assert main(args) == 0
+    assert cli_run.result(timeout=120) == 0
+    pool.shutdown()
     cli = pd.read_csv(out / "single_face" / "predictions.csv")
     times = pd.read_parquet(out / "single_face" / "predictions.parquet").groupby("frame")["time"].first()
     # click the valence/arousal chart: the video lands on the frame under the click, by the table's times
