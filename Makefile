@@ -7,7 +7,7 @@ MEDIA := .cache/media
 # 2 cores here: OpenMP spin-waiting makes 2 torch threads slower than 1 (docs/PERFORMANCE.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup browser demo test lint bench clean
+.PHONY: setup browser demo test fuzz lint bench clean
 
 # The web app's chart library (uPlot 1.6.32, MIT) from the npm registry, checked by its hash and unpacked
 # into the package with its licence: never committed, never fetched at run time (docs/serve.md).
@@ -57,6 +57,18 @@ test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	# two workers on 2 cores (one torch thread each, tests/conftest.py); a file stays on one worker
 	MTAFFECT_MEDIA=$(MEDIA) $(VENV)/bin/pytest -q -n auto --dist loadfile
+
+# The long reliability campaign of docs/reliability.md (make test runs a fixed, seeded sample of it):
+# FUZZ_EXAMPLES mutated inputs per reader and mode, FUZZ_KILLS SIGKILLs per command, then the tally.
+FUZZ_EXAMPLES ?= 200
+FUZZ_KILLS ?= 4
+fuzz: setup
+	mkdir -p .cache/fuzz
+	MTAFFECT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) MTAFFECT_FUZZ_REPORT=.cache/fuzz/readers.json \
+		$(VENV)/bin/pytest -q tests/test_fuzz_formats.py
+	MTAFFECT_KILLS=$(FUZZ_KILLS) MTAFFECT_KILL_REPORT=.cache/fuzz/kills.json MTAFFECT_MEDIA=$(MEDIA) \
+		$(VENV)/bin/pytest -q tests/test_fuzz_kills.py tests/test_predict_kill.py
+	$(PY) benchmarks/fuzz_report.py .cache/fuzz
 
 bench: setup
 	@echo "see BENCHMARKS.md for the command of each figure"

@@ -113,7 +113,8 @@ def gen_affwild2_expr(draw: Any) -> Case:
             rows.append(("bad", f"{draw(st.integers(0, 6))},0"))
         else:
             rows.append(("bad", ""))
-    header = EXPR_HEADER if draw(st.integers(0, 9)) else draw(st.sampled_from(["", "valence,arousal", "0"]))
+    wrong_header = draw(st.sampled_from(["", "valence,arousal", "0"]))
+    header = EXPR_HEADER if draw(st.integers(0, 9)) != 5 else wrong_header  # 1 in 10: no EXPR header
     texts = [str(p) if k == "good" else p for k, p in rows]
     lines = [header, *texts]
     path = "EXPR_Set/Train_Set/t1.txt"
@@ -239,10 +240,10 @@ def gen_affectnet(draw: Any) -> Case:
             rows.append(draw(st.sampled_from(rows)))
             continue
         image = f"1/img{i}.jpg"
-        if draw(st.integers(0, 7)):
+        if draw(st.integers(0, 7)) != 3:  # 1 in 8 images absent
             files[f"Manually_Annotated_Images/{image}"] = b""
         code = draw(st.integers(0, 10))
-        va = (draw(VA), draw(VA)) if draw(st.integers(0, 3)) else (-2.0, -2.0)
+        va = (draw(VA), draw(VA)) if draw(st.integers(0, 3)) != 2 else (-2.0, -2.0)
         va_text = [float_text(draw, va[0]), float_text(draw, va[1])]
         fields = [image, "10", "12", "100", "110", LANDMARKS, str(code), *va_text]
         if kind == "bad":
@@ -329,7 +330,7 @@ def gen_generic(draw: Any) -> Case:
             rows.append(draw(st.sampled_from(rows)))
             continue
         image = f"img/{i}.jpg"
-        if draw(st.integers(0, 7)):
+        if draw(st.integers(0, 7)) != 3:
             files[image] = b""
         e = draw(st.one_of(st.none(), st.integers(0, 7)))
         va = draw(st.one_of(st.none(), st.tuples(VA, VA)))
@@ -357,7 +358,8 @@ def gen_generic(draw: Any) -> Case:
         elif kind == "good" and e is None and va is None:
             kind = "nolabel"
         rows.append((kind, image, labels, ",".join(fields)))
-    lines = ["image,expression,valence,arousal", *[r[3] for r in rows]] if draw(st.integers(0, 15)) else []
+    empty_file = draw(st.integers(0, 15)) == 9
+    lines = [] if empty_file else ["image,expression,valence,arousal", *[r[3] for r in rows]]
     empty = draw(st.sampled_from([b"", b"\n", b"\xef\xbb\xbf"]))
     files["mine.csv"] = _lines_to_bytes(draw, lines) if lines else empty
     case = Case("generic", files, {}, error_file="mine.csv")
@@ -412,7 +414,7 @@ def gen_afew_va(draw: Any) -> Case:
             entries.append(("repeat", key, text, labels))
             continue
         key = f"{i:05d}"
-        if draw(st.integers(0, 7)):
+        if draw(st.integers(0, 7)) != 3:
             files[f"001/{key}.png"] = b""
         v, a = draw(st.integers(-10, 10)), draw(st.integers(-10, 10))
         v_text, a_text = str(v), str(a)
@@ -432,7 +434,7 @@ def gen_afew_va(draw: Any) -> Case:
         entries.append((kind, key, text, (None, v / 10, a / 10)))
     frames = ", ".join(f"{json.dumps(key)}: {text}" for _, key, text, _ in entries)
     doc = '{"actor": "A", "video_id": "001", "frames": {' + frames + "}}"
-    truncated = draw(st.integers(0, 11)) == 0
+    truncated = draw(st.integers(0, 11)) == 5
     if truncated:
         doc = doc[: draw(st.integers(0, max(0, len(doc) - 1)))]
     files["001/001.json"] = (b"\xef\xbb\xbf" if draw(st.booleans()) else b"") + doc.encode()
