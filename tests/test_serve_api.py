@@ -317,3 +317,31 @@ def test_without_the_vendored_charts_the_api_still_works(tmp_path, monkeypatch) 
         assert c.get("/api/info").json()["charts"] is False  # the page shows how to get uPlot
         assert c.get("/api/series?id=run/long&points=100").json()["bucket"] == 1
         assert "Run `make setup`" in c.get("/static/app.js").text
+
+
+def test_a_running_result_is_read_from_its_partial_csv(tmp_path) -> None:
+    import os
+
+    folder = write_synthetic_result(tmp_path / "run", seconds=4)
+    data = (folder / "predictions.csv").read_bytes()
+    lines = data.splitlines(keepends=True)
+    running = tmp_path / "run" / "live"
+    running.mkdir()
+    # the writer is mid-way through row 51: the half line is not read
+    (running / "predictions.partial.csv").write_bytes(b"".join(lines[:51]) + lines[51][:25])
+    stale = tmp_path / ".uploads" / "old"
+    stale.mkdir(parents=True)
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    (tmp_path / ".uploads" / "new").mkdir()
+    with _client(tmp_path) as c:
+        status = {r["output"]: r["status"] for r in c.get("/api/results").json()["results"]}
+        assert status == {"long": "ok", "live": "running"}
+        meta = c.get("/api/meta?id=run/live").json()
+        full = pd.read_csv(folder / "predictions.csv")
+        assert not meta["complete"] and meta["frames"] == full["frame"].iloc[49] + 1
+        rows = c.get("/api/frames?id=run/live&t0=0&t1=100").json()["rows"]
+        assert len(rows) == int(full.iloc[:50]["face_found"].sum())
+        # a malformed cookie is no token, not a crash; checked but abandoned uploads go after a day
+    assert not stale.exists() and (tmp_path / ".uploads" / "new").is_dir()
+    with TestClient(create_app(tmp_path, token="t", loopback=False), base_url="http://10.0.0.2") as c:
+        assert c.get("/api/results", headers={"cookie": 'a"b=\x7f; ;;='}).status_code == 401

@@ -25,7 +25,8 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
-from http.cookies import SimpleCookie
+import time
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -82,7 +83,11 @@ class Guard:
         if self.token is None:
             return await self.app(scope, receive, send)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        cookie = SimpleCookie(headers.get("cookie", ""))
+        cookie = SimpleCookie()
+        try:
+            cookie.load(headers.get("cookie", ""))
+        except CookieError:  # a malformed Cookie header is no token
+            cookie = SimpleCookie()
         offered = [
             *(query.get("token") or []),
             headers.get("x-mtaffect-token", ""),
@@ -122,6 +127,7 @@ def create_app(
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     store = R.ResultStore(root, media_roots)
+    _drop_stale_uploads(root)
     if checkpoints:  # imported only here: `mtaffect view` never loads torch
         from mtaffect.serve.jobs import JobManager
     jobs = (
@@ -337,3 +343,13 @@ def create_app(
     app.add_middleware(Guard, token=token, loopback=loopback)
     return app
 
+
+def _drop_stale_uploads(root: Path, max_age_s: float = 86400.0) -> None:
+    """Uploads checked but never started (page closed) are removed after a day."""
+    folder = root / ".uploads"
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for d in folder.iterdir():
+        if d.is_dir() and now - d.stat().st_mtime > max_age_s:
+            shutil.rmtree(d, ignore_errors=True)

@@ -15,6 +15,7 @@ gap (``null`` in JSON).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import threading
@@ -86,8 +87,11 @@ def _read_table(folder: Path) -> tuple[pd.DataFrame, bool]:
         raise NotFound(str(folder))
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
-    else:  # still running: the partial CSV holds every row written so far
-        df = pd.read_csv(path, dtype={"input": "string", "expression": "string"})
+    else:  # still running: the partial CSV holds every row written so far; a half-written last
+        # line (the writer appends while we read) is left out
+        data = path.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]
+        df = pd.read_csv(io.BytesIO(data), dtype={"input": "string", "expression": "string"})
     return df, (folder / MARKER).is_file()
 
 
