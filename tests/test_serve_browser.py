@@ -22,6 +22,7 @@ import pytest
 import torch
 
 sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("starlette")
 
 from mtaffect.checkpoint import save_checkpoint  # noqa: E402
 from mtaffect.cli import main  # noqa: E402
@@ -253,6 +254,10 @@ def test_view_opens_the_same_results_without_jobs(page, server, results_root) ->
         page.click("#results a:has-text('/single_face')")
         page.wait_for_selector("body[data-chart=ready]")
         page.wait_for_function("document.getElementById('video').readyState >= 2")
+        wide = page.evaluate("mtaffect.state.view.charts[1].width")
+        page.set_viewport_size({"width": 900, "height": 900})  # the charts follow the page's width
+        page.wait_for_function(f"mtaffect.state.view.charts[1].width < {wide} - 200")
+        page.set_viewport_size({"width": 1280, "height": 900})
         assert page.errors == []
     finally:
         proc.terminate()

@@ -342,6 +342,11 @@ function loop() { window.mtaffect.rafCount++; tick(); requestAnimationFrame(loop
 
 function setupPlayer() {
   const video = $("video");
+  let resize = null;  // charts are drawn at the page's width: redraw them when it changes
+  window.addEventListener("resize", () => {
+    clearTimeout(resize);
+    resize = setTimeout(() => { const v = S.view; if (v && v.series) { renderCharts(); v.lastK = -1; } }, 200);
+  });
   $("play").addEventListener("click", () => (video.paused ? video.play() : video.pause()));
   const step = (d) => {
     const k = frameAt(video.currentTime), times = S.view.times;
