@@ -78,22 +78,38 @@ def test_rotated_photo_gives_upright_faces_in_displayed_coordinates(
     assert np.abs(ref[values].to_numpy(float) - rot[values].to_numpy(float)).max() < 0.1
 
 
-def _png_header_only_huge(path: Path, side: int) -> Path:
-    """A valid ``side``×``side`` grey PNG (all black), compressed on the fly: small on disk."""
+def _huge_png(path: Path, side: int, rows: int = 500) -> Path:
+    """A valid ``side``×``side`` grey PNG, all black, small on disk and quick to write.
+
+    The deflate stream repeats one compressed block of ``rows`` zero rows: after a full flush the
+    compressor starts afresh, so every block compresses to the same bytes (checked); then the
+    empty final block and the Adler-32 of the whole image data.
+    """
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
+    raw = bytes((side + 1) * rows)  # filter byte + pixels, per row
     packer = zlib.compressobj(9)
-    row = bytes(side + 1)  # filter byte + pixels
-    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    first = packer.compress(raw) + packer.flush(zlib.Z_FULL_FLUSH)
+    block = packer.compress(raw) + packer.flush(zlib.Z_FULL_FLUSH)
+    assert first[2:] == block and side % rows == 0  # first[:2]: the zlib header
+    adler = 1
+    for _ in range(side // rows):
+        adler = zlib.adler32(raw, adler)
+    body = first + block * (side // rows - 1) + b"\x03\x00" + struct.pack(">I", adler)
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
     return path
 
 
+def test_huge_png_helper_writes_a_valid_image(tmp_path) -> None:
+    small = read_image(_huge_png(tmp_path / "small.png", 1000))
+    assert small.shape == (1000, 1000, 3) and small.max() == 0
+
+
 def test_huge_image_is_refused_from_its_header(tmp_path, monkeypatch, cnn_checkpoint, media_dir) -> None:
-    huge = _png_header_only_huge(tmp_path / "huge.png", 20000)
+    huge = _huge_png(tmp_path / "huge.png", 20000)
     assert huge.stat().st_size < 2_000_000  # 400 megapixels that decode to 400 MB
 
     def no_decode(*args, **kwargs):
