@@ -45,7 +45,8 @@ $(UPLOT)/.fetched:
 
 # The browser tests drive Debian's chromium (never a browser downloaded by playwright); as root here.
 browser:
-	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
+		|| echo "warning: Debian's chromium could not be installed (root needed): browser tests will be skipped"
 
 demo: setup
 	$(VENV)/bin/mtaffect demo --out runs/demo --overwrite
