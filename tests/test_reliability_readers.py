@@ -170,3 +170,24 @@ def test_an_index_summary_json_round_trips(tmp_path):
     root = _affwild2(tmp_path, va=b"valence,arousal\n0.5,0.25\n")
     _, meta = build_index({"affwild2": root})
     assert json.loads(json.dumps(meta["summary"]))["malformed"] == {}
+
+
+def test_affectnet_npy_values_follow_the_number_rules(tmp_path):
+    import numpy as np
+
+    ann = tmp_path / "train_set" / "annotations"
+    ann.mkdir(parents=True)
+    (tmp_path / "train_set" / "images").mkdir()
+    for ident, (exp, val) in {"1": ("3", "0.5"), "2": ("inf", "0.5"), "3": (np.bool_(True), "0.1"),
+                              "4": ("2", "nan")}.items():
+        np.save(ann / f"{ident}_exp.npy", np.array(exp))
+        np.save(ann / f"{ident}_val.npy", np.array(val))
+        np.save(ann / f"{ident}_aro.npy", np.array("0.25"))
+        (tmp_path / "train_set" / "images" / f"{ident}.jpg").write_bytes(b"")
+    (ann / "1_lnd.npy").write_bytes(b"not a numpy file")
+    with pytest.raises(InputFormatError, match="_\\*.npy"):
+        build_index({"affectnet": tmp_path})
+    index, meta = build_index({"affectnet": tmp_path}, lenient=True)
+    assert index["track"].tolist() == ["1"] and index["landmarks"].tolist() == [None]
+    skipped = meta["summary"]["skipped"]["affectnet"]
+    assert skipped["bad_annotation_file"] == 3 and skipped["bad_landmarks"] == 1

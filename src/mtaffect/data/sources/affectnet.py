@@ -287,8 +287,13 @@ def read_affectnet_npy(root: str | Path, skips: Skips | None = None) -> tuple[pd
             lnd_path = annotations / f"{ident}_lnd.npy"
             lnd = None
             if lnd_path.is_file():
-                lnd = np.asarray(np.load(lnd_path, allow_pickle=False), dtype=np.float32).reshape(-1)
-                lnd = lnd if lnd.size == 136 else None
+                try:
+                    lnd = np.asarray(np.load(lnd_path, allow_pickle=False), dtype=np.float32).reshape(-1)
+                except (OSError, ValueError):  # a corrupt or object .npy: no landmarks, counted
+                    lnd = None
+                if lnd is None or lnd.size != 136 or not np.isfinite(lnd).all():
+                    skips.count(DATABASE, "bad_landmarks", 1, str(lnd_path))
+                    lnd = None
             if ident not in images:
                 skips.count(DATABASE, "missing_image", 1, f"{folder}/images/{ident}")
                 continue
