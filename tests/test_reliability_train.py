@@ -45,3 +45,18 @@ def test_non_finite_scores_are_never_selected(tmp_path):
     result, saved = _fit(tmp_path, [math.nan, 0.3, math.inf, 0.2])
     assert saved == [2] and result.best_epoch == 2
     assert result.best_metrics["abaw_sum"] == pytest.approx(0.3)
+
+
+def test_an_index_with_an_infinite_label_is_refused_before_training():
+    import numpy as np
+
+    from mtaffect.data.records import make_records
+    from mtaffect.data.tasks import build_task_sets
+
+    index = make_records(
+        database="affwild2", split=np.array(["train", "validation"], dtype=object),
+        track=np.array(["a", "b"], dtype=object), image=np.array(["a/1.jpg", "b/1.jpg"], dtype=object),
+        frame=np.array([1, 1]), valence=np.array([0.5, np.inf]), arousal=np.array([0.1, 0.2]),
+    )
+    with pytest.raises(UserError, match="infinite valence/arousal label .*affwild2 b/1.jpg"):
+        build_task_sets(index)

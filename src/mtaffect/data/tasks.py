@@ -143,9 +143,23 @@ def _has_va(df: pd.DataFrame) -> np.ndarray:
     return (df["valence"].notna() & df["arousal"].notna()).to_numpy(dtype=bool)
 
 
+def _check_finite(index: pd.DataFrame) -> None:
+    """Refuse an index holding infinite VA labels (written before the readers refused them): they
+    would make every validation score NaN and flatten the VA sampling weights."""
+    va = index[["valence", "arousal"]].to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isinf(va).any(axis=1)
+    if bad.any():
+        first = index.iloc[int(np.flatnonzero(bad)[0])]
+        raise UserError(
+            f"the index holds {int(bad.sum())} rows with an infinite valence/arousal label (first: "
+            f"{first['database']} {first['image']}); rebuild it with `mtaffect index`, which refuses them"
+        )
+
+
 def build_task_sets(index: pd.DataFrame, config: TaskSetConfig | None = None) -> TaskSets:
     """The Mixed EXPR / Mixed VA / EXPR_VA training sets and the validation rows of ``index``."""
     config = config or TaskSetConfig()
+    _check_finite(index)
     database = index["database"].to_numpy(dtype=object)
     split = index["split"].to_numpy(dtype=object)
     primary_train = (database == config.primary_database) & (split == "train")
