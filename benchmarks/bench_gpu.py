@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="0,4,8,14", help="decode worker counts, comma-separated")
     parser.add_argument("--predict-checkpoint", default=None)
     parser.add_argument("--video", default=None)
+    parser.add_argument("--parts", default="loop,cache,evaluate,predict", help="what to measure, comma list")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -254,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         names = write_jpegs(root, args.frames)
-        for mode in args.compile.split(","):
+        parts = set(args.parts.split(","))
+        for mode in args.compile.split(",") if "loop" in parts else ():
             for stage in ("cnn_teacher", "cnn_student"):
                 key = f"{stage}_compile_{mode}"
                 _try(results, key, loop_rate, args, device, root, names, stage, mode)
@@ -262,9 +264,13 @@ def main(argv: list[str] | None = None) -> int:
                     fraction = results[key]["tflop_s"] * 1e12 / peak
                     results[key]["fraction_of_peak"] = float(f"{fraction:.3g}")
         for workers in (int(w) for w in args.workers.split(",")):
-            _try(results, f"feature_cache_workers_{workers}", cache_rate, args, device, root, names, workers)
-            _try(results, f"evaluate_workers_{workers}", evaluate_rate, args, device, root, names, workers)
-    if args.predict_checkpoint and args.video:
+            measures = (("cache", "feature_cache", cache_rate), ("evaluate", "evaluate", evaluate_rate))
+            for part, name, fn in measures:
+                if part in parts:
+                    _try(results, f"{name}_workers_{workers}", fn, args, device, root, names, workers)
+    if "predict" not in parts:
+        pass
+    elif args.predict_checkpoint and args.video:
         _try(results, "predict", predict_rate, args, device)
     else:
         print("predict: skipped (needs --predict-checkpoint and --video)")
