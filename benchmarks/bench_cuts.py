@@ -6,13 +6,15 @@ For each video: the largest thumbnail difference between consecutive frames with
 the differences at the frames the tracker calls cuts (the margin of ``cut_threshold``), then, with
 the fast setting (detect every 10, refresh every 3, min face 120), the detector calls, cuts and
 early O-Net re-checks, and the largest ``box_change`` of a held box. Last, the time of one
-thumbnail (best of 20 × 200 calls), the per-frame cost the checks add.
+thumbnail (best of 20 × 200 calls) and the tracker's CPU time per frame with the checks on and
+off (6 interleaved runs on the first video).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 import timeit
 from pathlib import Path
 
@@ -55,6 +57,21 @@ def main() -> None:
         )
     best = min(timeit.repeat(lambda: thumbnail(first), number=200, repeat=20)) / 200
     print(f"thumbnail of a {first.shape[1]}x{first.shape[0]} frame: {best * 1e3:.3f} ms")
+    # the whole tracker on the first video, checks on and off, interleaved (process CPU time)
+    frames = [fr.image for fr in VideoReader(str(Path(args.media) / VIDEOS[0]))]
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(6):
+        for mode in ("off", "on"):
+            off = {"cut_threshold": None, "recheck_threshold": None} if mode == "off" else {}
+            tracker = FaceTracker(detector, detect_every=10, refresh_every=3, **off)
+            t0 = time.process_time()
+            for image in frames:
+                tracker.update(image)
+            cpu[mode].append((time.process_time() - t0) / len(frames) * 1e3)
+    print(
+        f"{VIDEOS[0]} tracker CPU ms/frame, checks off / on: min {min(cpu['off']):.3f} / "
+        f"{min(cpu['on']):.3f}, median {np.median(cpu['off']):.3f} / {np.median(cpu['on']):.3f}"
+    )
 
 
 if __name__ == "__main__":
