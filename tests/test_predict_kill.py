@@ -4,7 +4,8 @@ Each kill lands at a random moment of the work itself (after the output folder a
 table, the video's table, plots, overlay, report and markers). After the kill no folder may hold a
 partial ``predictions.csv``; the rerun with ``--resume`` must give what an uninterrupted run gives:
 the same tables, the same files, the same report entries. ``make test`` runs 2 kills
-(about 8 s each); ``MTAFFECT_KILLS=N`` runs N (the campaign of docs/reliability.md).
+(about 8 s each); ``MTAFFECT_KILLS=N`` runs N (``make fuzz``, docs/reliability.md), and with
+``MTAFFECT_KILL_REPORT=FILE`` the tally is added to that file's rows (``command: predict``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,20 @@ from mtaffect.testing import FLOAT32_ATOL, FLOAT32_RTOL, trained_like
 
 KILLS = int(os.environ.get("MTAFFECT_KILLS", "2"))
 TIMING = ("seconds", "frames_per_second")
+TALLY: Counter = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    """Add this module's tally to ``MTAFFECT_KILL_REPORT`` (rows of other commands are kept)."""
+    yield
+    target = os.environ.get("MTAFFECT_KILL_REPORT")
+    if target:
+        path = Path(target)
+        rows = json.loads(path.read_text()) if path.is_file() else []
+        rows = [r for r in rows if r["command"] != "predict"]
+        rows += [{"command": "predict", "outcome": o, "count": n} for o, n in sorted(TALLY.items())]
+        path.write_text(json.dumps(rows, indent=1))
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +85,10 @@ def _same_table(a: pd.DataFrame, b: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
 
 
-def _kill_during_work(args: list[str], out: Path, delay: float) -> float:
-    """Start ``mtaffect predict`` in a subprocess; SIGKILL it ``delay`` s after ``out`` appears."""
+def _kill_during_work(args: list[str], out: Path, delay: float) -> bool:
+    """Start ``mtaffect predict`` in a subprocess; SIGKILL it ``delay`` s after ``out`` appears.
+
+    Returns whether the kill found it running (False: it had finished before)."""
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mtaffect", "predict", *args, "--out", str(out)],
@@ -85,10 +103,11 @@ def _kill_during_work(args: list[str], out: Path, delay: float) -> float:
         started = time.monotonic()
         while proc.poll() is None and time.monotonic() - started < delay:
             time.sleep(0.005)
+        killed = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
-    return time.monotonic() - started
+    return killed
 
 
 @pytest.mark.parametrize("seed", range(KILLS))
@@ -96,7 +115,8 @@ def test_kill_then_resume_equals_an_uninterrupted_run(setup, tmp_path, seed) -> 
     ref, args = setup["reference"], setup["args"]
     out = tmp_path / "out"
     delay = float(np.random.default_rng(seed).uniform(0.0, setup["work"]))
-    _kill_during_work(args, out, delay)
+    killed = _kill_during_work(args, out, delay)
+    TALLY["killed" if killed else "finished_before_the_kill"] += 1
     print(f"kill {seed}: {delay:.2f} s into the work: {_state(out)}")  # the campaign's log (-s)
     # whatever the moment: a table under its final name is a whole table
     for csv in out.rglob("predictions.csv"):
@@ -113,3 +133,4 @@ def test_kill_then_resume_equals_an_uninterrupted_run(setup, tmp_path, seed) -> 
             pd.read_csv(table.with_suffix(".csv")),
         )
     assert _entries(out) == _entries(ref)
+    TALLY["rerun_matched"] += 1
