@@ -64,7 +64,7 @@ test: setup
 FUZZ_EXAMPLES ?= 200
 FUZZ_KILLS ?= 4
 fuzz: setup
-	mkdir -p .cache/fuzz
+	mkdir -p .cache/fuzz && rm -f .cache/fuzz/*.json
 	MTAFFECT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) MTAFFECT_FUZZ_REPORT=.cache/fuzz/readers.json \
 		$(VENV)/bin/pytest -q tests/test_fuzz_formats.py
 	MTAFFECT_KILLS=$(FUZZ_KILLS) MTAFFECT_KILL_REPORT=.cache/fuzz/kills.json MTAFFECT_MEDIA=$(MEDIA) \
