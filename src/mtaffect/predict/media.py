@@ -13,6 +13,7 @@ the displayed image's coordinates. Their size is checked from the file header, b
 from __future__ import annotations
 
 import glob
+import io
 import queue
 import threading
 import warnings
@@ -116,8 +117,9 @@ def expand_inputs(
     return items
 
 
-def _header(path: Path, max_pixels: int) -> int:
-    """Check the pixel count from the file header (nothing decoded); return the EXIF orientation.
+def _header(path: Path, data: np.ndarray, max_pixels: int) -> int:
+    """Check the pixel count from the header of ``data`` (the file's bytes; nothing decoded) and
+    return its EXIF orientation (1 when it has none).
 
     Formats Pillow cannot parse return 1 and are left to OpenCV (checked after decoding).
     """
@@ -127,11 +129,12 @@ def _header(path: Path, max_pixels: int) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(memoryview(data))) as im:  # 37 µs; from the path: 105 µs
                 width, height = im.size
                 if width * height > max_pixels:
                     raise InputFormatError(path, f"{too_large} ({width}×{height} in its header)")
-                orientation = im.getexif().get(0x0112, 1)
+                has_exif = "exif" in im.info or im.format == "TIFF"  # parsing EXIF costs 60 µs
+                orientation = im.getexif().get(0x0112, 1) if has_exif else 1
     except InputFormatError:
         raise
     except Image.DecompressionBombError as err:
@@ -167,7 +170,7 @@ def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     data = np.fromfile(path, np.uint8)
     if data.size == 0:
         raise InputFormatError(path, "empty file")
-    orientation = _header(path, max_pixels)
+    orientation = _header(path, data, max_pixels)
     head = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8) if data.size > 50_000_000 else None
     if head is not None and head.size * 64 > max_pixels:
         raise InputFormatError(path, f"image too large (> {max_pixels} pixels); downscale it first")
