@@ -75,8 +75,9 @@ THUMB_WIDTH = 64
 def thumbnail(image: np.ndarray) -> np.ndarray:
     """A grey float32 thumbnail ``THUMB_WIDTH`` pixels wide, values in [0, 1]: the cut test's view."""
     h, w = image.shape[:2]
-    # bilinear: reads 4 pixels per thumbnail pixel (0.04 ms on 640×360; an area average reads the
-    # whole frame, 0.45 ms). Its aliasing is noise the thresholds leave room for (bench_cuts.py).
+    # bilinear: reads 4 pixels per thumbnail pixel (0.015 ms in all on 640×360; an area average
+    # reads the whole frame: 0.11 ms). Its aliasing is noise the thresholds leave room for
+    # (BENCHMARKS.md, bench_cuts.py).
     small = cv2.resize(
         image, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_LINEAR
     )
