@@ -3,7 +3,7 @@
 Each function takes the per-frame table of one input (``tables.COLUMNS``) and writes one PNG
 atomically; :func:`plot_all` writes the three. Rows without a face are left out (gaps in the lines);
 the time plots span the whole video, with the frames where no face was found shaded grey, and
-keep their legends above the axes, where they cannot hide a line.
+keep their legends under the axes, where they cannot hide a line.
 """
 
 from __future__ import annotations
@@ -83,12 +83,13 @@ def _whole_video(axes, df: pd.DataFrame) -> str:
     return label
 
 
-def _legend_above(ax, fig) -> None:
-    """The legend in a row above ``ax`` (outside the plotting area, so it hides no line)."""
+def _legend_below(ax, fig) -> None:
+    """The legend of ``ax`` in a row under the plots (outside every axes, so it hides no line; the
+    figure's constrained layout makes room for it)."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0, 1.01), ncol=min(len(handles), 8),
-                  fontsize=8, frameon=False, borderaxespad=0)  # fmt: skip
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8,
+                   frameon=False)  # fmt: skip
 
 
 def _save(fig, path: Path) -> Path:
@@ -100,7 +101,7 @@ def _save(fig, path: Path) -> Path:
 
 def plot_va(df: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     """Valence and arousal over time, one line per track (a gap wherever the face is missing)."""
-    fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True, layout="constrained")
     xlabel = _whole_video(axes, df)
     faces = _faces(df)
     xs = _timeline(df)[0] if len(df) else None
@@ -117,7 +118,7 @@ def plot_va(df: pd.DataFrame, path: str | Path, title: str = "") -> Path:
         ax.set_ylabel(col)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel(xlabel)
-    _legend_above(axes[0], fig)
+    _legend_below(axes[0], fig)
     fig.suptitle(title or "valence and arousal")
     return _save(fig, Path(path))
 
@@ -127,7 +128,12 @@ def plot_expressions(df: pd.DataFrame, path: str | Path, title: str = "") -> Pat
     faces = _faces(df)
     tracks = sorted(faces["track_id"].dropna().unique().tolist()) or [None]
     fig, axes = plt.subplots(
-        len(tracks), 1, figsize=(10, 1.8 + 1.6 * len(tracks)), squeeze=False, sharex=True
+        len(tracks),
+        1,
+        figsize=(10, 1.8 + 1.6 * len(tracks)),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
     )
     xlabel = _whole_video(axes[:, 0], df)
     xs = _timeline(df)[0] if len(df) else None
@@ -145,7 +151,7 @@ def plot_expressions(df: pd.DataFrame, path: str | Path, title: str = "") -> Pat
         ax.set_ylim(0, 1)
         ax.set_ylabel("p" if tid is None else f"track {tid}")
     axes[-1, 0].set_xlabel(xlabel)
-    _legend_above(axes[0, 0], fig)
+    _legend_below(axes[0, 0], fig)
     fig.suptitle(title or "expressions")
     return _save(fig, Path(path))
 
