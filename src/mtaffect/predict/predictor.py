@@ -27,7 +27,7 @@ from mtaffect.predict.align import align_faces, crop_convention, eval_zoom
 from mtaffect.predict.detect import make_detector
 from mtaffect.predict.media import VideoReader, read_image
 from mtaffect.predict.runtime import FaceModel
-from mtaffect.predict.tables import empty_table, make_table
+from mtaffect.predict.tables import empty_table, frame_rows, make_table
 from mtaffect.predict.temporal import StreamingWindows, predict_track
 from mtaffect.predict.track import FaceTracker
 
@@ -236,7 +236,7 @@ class Predictor:
             if not take:
                 return None
             ready[:] = [r for r in ready if r[0] >= watermark]
-            return _rows(name, sorted(take, key=lambda r: (r[0], r[1])))
+            return frame_rows(name, sorted(take, key=lambda r: (r[0], r[1])))
 
         frames = iter(reader)
         frame_no = -1
@@ -452,38 +452,6 @@ class Predictor:
             arousal=aro,
             face_source=None,
         )
-
-
-def _rows(name: str, records: list[tuple[int, int, object]]) -> pd.DataFrame:
-    faces = [r[2] for r in records if r[1] >= 0]
-    empty = [r for r in records if r[1] < 0]
-    parts = []
-    if faces:
-        vals = np.stack([v for _, v in faces])
-        parts.append(
-            make_table(
-                input=name,
-                frame=np.array([f.frame for f, _ in faces]),
-                time=np.array([f.time for f, _ in faces]),
-                track_id=np.array([f.track_id for f, _ in faces]),
-                boxes=np.stack([f.box for f, _ in faces]),
-                det_score=np.array([f.score for f, _ in faces]),
-                probabilities=vals[:, :7],
-                valence=vals[:, 7],
-                arousal=vals[:, 8],
-                face_source=np.array([f.source for f, _ in faces], dtype=object),
-                check_frame=np.array([f.check_frame for f, _ in faces]),
-                box_change=np.array([f.change for f, _ in faces]),
-            )
-        )
-    if empty:
-        parts.append(
-            make_table(
-                input=name, frame=np.array([r[0] for r in empty]), time=np.array([r[2] for r in empty])
-            )
-        )
-    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return df.sort_values(["frame", "track_id"], kind="stable", na_position="first").reset_index(drop=True)
 
 
 def _write_debug(folder: Path, frame: int, track_ids: list[int], crops: np.ndarray) -> None:

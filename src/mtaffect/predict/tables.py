@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 
 from mtaffect.labels import EXPRESSIONS
 
-__all__ = ["COLUMNS", "DTYPES", "make_table", "empty_table", "TableWriter"]
+__all__ = ["COLUMNS", "DTYPES", "make_table", "empty_table", "frame_rows", "TableWriter"]
 
 BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
 DTYPES: dict[str, str] = {
@@ -129,6 +129,44 @@ def make_table(
     for c, t in DTYPES.items():
         df[c] = df[c].astype(t) if c in df else pd.Series(pd.NA, index=df.index, dtype=t)
     return df[list(COLUMNS)]
+
+
+def frame_rows(name: str, records: list[tuple[int, int, object]]) -> pd.DataFrame:
+    """The table of a video's finished records, in (frame, track_id) order.
+
+    A record is ``(frame, track_id, (face, values))`` for a face (``face`` with ``frame``, ``time``,
+    ``track_id``, ``box``, ``score``, ``source``, ``check_frame``, ``change``; ``values`` the 7
+    probabilities, valence, arousal) or ``(frame, -1, time)`` for a frame without a face.
+    """
+    faces = [r[2] for r in records if r[1] >= 0]
+    empty = [r for r in records if r[1] < 0]
+    parts = []
+    if faces:
+        vals = np.stack([v for _, v in faces])
+        parts.append(
+            make_table(
+                input=name,
+                frame=np.array([f.frame for f, _ in faces]),
+                time=np.array([f.time for f, _ in faces]),
+                track_id=np.array([f.track_id for f, _ in faces]),
+                boxes=np.stack([f.box for f, _ in faces]),
+                det_score=np.array([f.score for f, _ in faces]),
+                probabilities=vals[:, :7],
+                valence=vals[:, 7],
+                arousal=vals[:, 8],
+                face_source=np.array([f.source for f, _ in faces], dtype=object),
+                check_frame=np.array([f.check_frame for f, _ in faces]),
+                box_change=np.array([f.change for f, _ in faces]),
+            )
+        )
+    if empty:
+        parts.append(
+            make_table(
+                input=name, frame=np.array([r[0] for r in empty]), time=np.array([r[2] for r in empty])
+            )
+        )
+    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return df.sort_values(["frame", "track_id"], kind="stable", na_position="first").reset_index(drop=True)
 
 
 class TableWriter:
