@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   mtaffect predict interview.mp4 --checkpoint runs/gru_student/best.safetensors --out results/
   mtaffect predict 'clips/*.mp4' photos/ --checkpoint cnn_student.safetensors --out results/ --no-overlay
   mtaffect predict cropped_aligned/ --cropped --checkpoint gru_student.safetensors --out val_preds/
+  torchrun --standalone --nproc_per_node 4 -m mtaffect predict corpus/ --checkpoint cnn.safetensors --out out/
 """
 
 
@@ -62,7 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "torch", "onnx"),
         help="auto = onnxruntime when installed (fast CPU path), else torch",
     )
-    parser.add_argument("--device", default="cpu", help="torch device for backend torch (cpu, cuda)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device for backend torch (cpu, cuda; default cpu, under torchrun cuda:LOCAL_RANK "
+        "when CUDA is available)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
     parser.add_argument(
         "--template",
@@ -84,16 +90,32 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from mtaffect.predict.predictor import Predictor
-    from mtaffect.predict.runner import predict_inputs
+    from mtaffect.predict.shard import Ranks
 
     if (os.cpu_count() or 1) <= 2:
         torch.set_num_threads(1)  # 2 spin-waiting OpenMP threads are slower than 1 here
+    ranks = Ranks.from_env()
+    if not ranks.active:
+        return _run(args, args.device or "cpu", ranks)
+    from mtaffect.train import distributed
+
+    # torchrun: one process per GPU (cuda:LOCAL_RANK, NCCL) or per CPU share (gloo)
+    ctx = distributed.setup(args.device or "auto")
+    try:
+        return _run(args, str(ctx.device), ranks)
+    finally:
+        distributed.cleanup(ctx)
+
+
+def _run(args: argparse.Namespace, device: str, ranks) -> int:
+    from mtaffect.predict.predictor import Predictor
+    from mtaffect.predict.runner import predict_inputs
+
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
         cnn=args.cnn,
         backend=args.backend,
-        device=args.device,
+        device=device,
         threads=args.threads,
         detector=args.detector,
         detect_every=args.detect_every,
@@ -115,9 +137,13 @@ def run(args: argparse.Namespace) -> int:
         debug_crops=args.debug_crops,
         resume=args.resume,
         overwrite=args.overwrite,
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet and sys.stderr.isatty() and ranks.rank == 0,
+        ranks=ranks,
     )
     entries = report["inputs"]
+    bad = [e for e in entries if e["status"] not in ("ok",)]
+    if ranks.rank != 0:  # rank 0 prints the summary of the merged report
+        return 1 if bad else 0
     out = Path(args.out)  # joined as paths: "--out val/" must not print "val//clip"
     for e in entries:
         if e["status"] in ("ok", "partial") and e.get("frames") is not None:
@@ -129,6 +155,6 @@ def run(args: argparse.Namespace) -> int:
             )
         elif e["status"] == "ok":
             print(f"{e['input']}: {e.get('faces', 0)} faces -> {out / e['output']}")
-    print(f"backend: {report['backend']}; report: {out / 'report.json'}")
-    bad = [e for e in entries if e["status"] not in ("ok",)]
+    shards = f" (merged from {ranks.world} ranks)" if ranks.active else ""
+    print(f"backend: {report['backend']}; report: {out / 'report.json'}{shards}")
     return 1 if bad else 0

@@ -11,6 +11,7 @@ Layout of ``out``::
       images/predictions.csv         all still images in one table
       <track>/predictions.csv        with cropped=True: one per cropped_aligned track folder
       <folder>/done.json             the finished marker, written last (see below)
+      report.rank<r>.json            under torchrun: what rank r did (report.json merges them)
 
 Every per-input folder is finished by ``done.json`` (:data:`MARKER`), written after its table,
 plots, overlay and its ``report.json`` entry; nothing else marks an input as finished. While an
@@ -28,6 +29,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -36,9 +38,10 @@ from mtaffect.errors import InputFormatError, UserError
 from mtaffect.io import prepare_output_dir, write_json
 from mtaffect.predict.media import IMAGE_EXTENSIONS, MediaItem, expand_inputs
 from mtaffect.predict.predictor import Predictor
+from mtaffect.predict.shard import Ranks, balance, merge_entries
 from mtaffect.predict.tables import TableWriter
 
-__all__ = ["predict_inputs", "crop_folders", "MARKER", "is_finished"]
+__all__ = ["predict_inputs", "plan", "Unit", "crop_folders", "MARKER", "is_finished"]
 
 MARKER = "done.json"
 """The finished marker of a per-input output folder (written last, atomically)."""
@@ -94,6 +97,104 @@ def crop_folders(inputs: list[str | Path]) -> list[Path]:
     return out
 
 
+@dataclass
+class Unit:
+    """One share of the work, done whole by one rank: the output folder ``name`` and its inputs."""
+
+    name: str
+    kind: str  # "crops" (a cropped_aligned track), "images" (every still image), "video", "stream"
+    paths: list[str]
+    size: int  # bytes of its files: the weight used to balance ranks
+
+    @property
+    def label(self) -> str:
+        """The ``input`` of the unit's own report entry."""
+        return "images" if self.kind == "images" else self.paths[0]
+
+
+def _size(path: str | Path) -> int:
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+        return path.stat().st_size
+    except OSError:  # a stream (webcam:0, rtsp://...) has no size
+        return 0
+
+
+def plan(inputs: list[str | Path], cropped: bool = False) -> tuple[list[Unit], list[tuple[str, str]]]:
+    """The units of work in the order a single process does them, and the inputs skipped at once."""
+    used: set[str] = set()
+    skipped: list[tuple[str, str]] = []
+    if cropped:
+        units = [Unit(_unique_name(f.name, used), "crops", [str(f)], _size(f)) for f in crop_folders(inputs)]
+        return units, skipped
+    items = expand_inputs(inputs, skipped=skipped)
+    images = [it.path for it in items if it.kind == "image"]
+    units = [Unit("images", "images", images, sum(_size(p) for p in images))] if images else []
+    for item in (it for it in items if it.kind != "image"):
+        name = _unique_name(Path(item.path).stem if item.kind == "video" else _stream_name(item), used)
+        units.append(Unit(name, item.kind, [item.path], _size(item.path)))
+    return units, skipped
+
+
+def _locator(units: list[Unit]):
+    """``entry → unit index``: -1 for skipped inputs, ``len(units)`` for inputs not in this run."""
+    index: dict[str, int] = {}
+    for i, unit in enumerate(units):
+        index[unit.label] = i
+        for p in unit.paths if unit.kind == "images" else ():
+            index[p] = i
+
+    def position(entry: dict) -> int:
+        if entry.get("status") == "skipped":
+            return -1
+        i = index.get(entry["input"])
+        if i is None:  # a bad crop of a cropped track is reported under its own path
+            i = index.get(str(Path(entry["input"]).parent))
+        return len(units) if i is None else i
+
+    return position
+
+
+def _old_entries(out: Path) -> list[dict]:
+    """The entries of earlier runs: report.json and the per-rank reports of sharded runs, newest last."""
+    files = [out / "report.json", *out.glob("report.rank*.json")]
+    entries: dict[str, dict] = {}
+    for path in sorted((p for p in files if p.is_file()), key=lambda p: p.stat().st_mtime):
+        try:
+            for e in json.loads(path.read_text())["inputs"]:
+                entries.pop(e["input"], None)
+                entries[e["input"]] = e
+        except (ValueError, KeyError, TypeError, OSError):
+            continue
+    return list(entries.values())
+
+
+def _start(inputs, out, cropped: bool, resume: bool, overwrite: bool, ranks: Ranks):
+    """Rank 0 prepares the output folder and lists the work; every rank gets the same list."""
+    failure, work = None, None
+    if ranks.rank == 0:
+        try:
+            out = prepare_output_dir(out, overwrite=overwrite, resume=resume)
+            if resume:
+                for stray in out.glob(".*.tmp"):  # an atomic write (report.json) cut short by a kill
+                    stray.unlink()
+            work = plan(inputs, cropped)
+        except (UserError, OSError) as err:
+            if not ranks.active:
+                raise
+            failure = err  # raised on every rank, so that none waits for the others
+    failure, work = ranks.broadcast((failure, work))
+    if failure is not None:
+        raise failure
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)  # the other nodes' copy when --out is not shared
+    old = _old_entries(out) if resume else []
+    ranks.gather(None)  # every rank has read the old reports before any rank writes its own
+    return out, work[0], work[1], old
+
+
 def predict_inputs(
     predictor: Predictor,
     inputs: list[str | Path],
@@ -106,23 +207,28 @@ def predict_inputs(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> dict:
-    """Run ``predictor`` on every input, writing the layout above; returns the report dict."""
-    out = prepare_output_dir(out, overwrite=overwrite, resume=resume)
-    skipped: list[tuple[str, str]] = []
+    """Run ``predictor`` on every input, writing the layout above; returns the report dict.
+
+    With ``ranks`` of a world > 1 (``torchrun``, process group joined), this process does only its
+    share of the units (:func:`mtaffect.predict.shard.balance`), records it in
+    ``report.rank<r>.json``, and every rank returns the merged report that rank 0 writes.
+    """
+    ranks = ranks or Ranks()
+    out, units, skipped, old = _start(inputs, out, cropped, resume, overwrite, ranks)
+    owner = balance([u.size for u in units], ranks.world)
+    position = _locator(units)
+
+    def mine(entry: dict) -> bool:
+        i = position(entry)
+        return (owner[i] if 0 <= i < len(units) else 0) == ranks.rank
+
     report: dict = {"backend": predictor.model.backend, "inputs": []}
-    report_path = out / "report.json"
-    if resume:
-        for stray in out.glob(".*.tmp"):  # an atomic write (report.json) cut short by a kill
-            stray.unlink()
-        try:
-            old = json.loads(report_path.read_text())["inputs"] if report_path.is_file() else []
-            # a finished entry whose folder lacks its marker is redone below; errors and skips are
-            # recorded again when their input is retried
-            report["inputs"] = [e for e in old if not e.get("output") or is_finished(out / e["output"])]
-        except (ValueError, KeyError, TypeError):
-            pass
-    used: set[str] = set()
+    report_path = out / (f"report.rank{ranks.rank}.json" if ranks.active else "report.json")
+    # a finished entry whose folder lacks its marker is redone below; errors and skips are recorded
+    # again when their input is retried
+    report["inputs"] = [e for e in old if (not e.get("output") or is_finished(out / e["output"])) and mine(e)]
 
     def record(entry: dict) -> None:
         report["inputs"] = [e for e in report["inputs"] if e["input"] != entry["input"]] + [entry]
@@ -133,59 +239,59 @@ def predict_inputs(
                 file=sys.stderr,
             )
 
-    if cropped:
-        for folder in crop_folders(inputs):
-            name = _unique_name(folder.name, used)
-            target = out / name
-            if resume and is_finished(target):
-                continue
-            _restart(target)
-            t0 = time.perf_counter()
-            try:
-                df = predictor.predict_crop_folder(folder)
-            except InputFormatError as err:
-                record({"input": str(folder), "status": "error", "error": str(err)})
-                continue
-            for path, msg in predictor.last_skipped:
-                record({"input": path, "status": "error", "error": msg})
-            with TableWriter(target / "predictions") as writer:
-                writer.write(df)
-            if plots:
-                _plots(df, target, folder.name)
-            _finish(
-                target,
-                {
-                    "input": str(folder),
-                    "status": "ok",
-                    "output": name,
-                    "frames": len(df),
-                    "faces": len(df),
-                    "seconds": {"total": time.perf_counter() - t0},
-                },
-                record,
-            )
-        return report
-
-    items = expand_inputs(inputs, skipped=skipped)
-    for path, why in skipped:
+    for path, why in skipped if ranks.rank == 0 else ():
         record({"input": path, "status": "skipped", "error": why})
-    images = [it for it in items if it.kind == "image"]
-    if images and not (resume and is_finished(out / "images")):
-        _restart(out / "images")
-        _images(predictor, [it.path for it in images], out / "images", record)
-    for item in (it for it in items if it.kind != "image"):
-        name = _unique_name(Path(item.path).stem if item.kind == "video" else _stream_name(item), used)
-        target = out / name
-        if resume and is_finished(target):
+    for unit, rank in zip(units, owner):
+        target = out / unit.name
+        if rank != ranks.rank or (resume and is_finished(target)):
             continue
         _restart(target)
-        entry = _one_video(predictor, item, target, name, plots, overlay, debug_crops, progress)
-        if entry["status"] == "error":
-            _restart(target)  # nothing usable: no empty folder, no header-only table
-            record(entry)
+        if unit.kind == "crops":
+            _crops(predictor, unit, target, plots, record)
+        elif unit.kind == "images":
+            _images(predictor, unit.paths, target, record)
         else:
-            _finish(target, entry, record)
+            entry = _one_video(predictor, MediaItem(unit.kind, unit.paths[0]), target, unit.name, plots,
+                               overlay, debug_crops, progress)
+            if entry["status"] == "error":
+                _restart(target)  # nothing usable: no empty folder, no header-only table
+                record(entry)
+            else:
+                _finish(target, entry, record)
+    if ranks.active:
+        parts = ranks.gather(report["inputs"])  # also the barrier: every rank is done
+        report = {"backend": report["backend"], "inputs": merge_entries(parts, position)}
+        if ranks.rank == 0:
+            write_json(out / "report.json", report)
+    elif resume and any(out.glob("report.rank*.json")):
+        write_json(report_path, report)  # entries read from the per-rank reports of a sharded run
     return report
+
+
+def _crops(predictor: Predictor, unit: Unit, target: Path, plots: bool, record) -> None:
+    """One ``cropped_aligned`` track folder."""
+    folder = Path(unit.paths[0])
+    t0 = time.perf_counter()
+    try:
+        df = predictor.predict_crop_folder(folder)
+    except InputFormatError as err:
+        record({"input": str(folder), "status": "error", "error": str(err)})
+        return
+    for path, msg in predictor.last_skipped:
+        record({"input": path, "status": "error", "error": msg})
+    with TableWriter(target / "predictions") as writer:
+        writer.write(df)
+    if plots:
+        _plots(df, target, folder.name)
+    entry = {
+        "input": str(folder),
+        "status": "ok",
+        "output": unit.name,
+        "frames": len(df),
+        "faces": len(df),
+        "seconds": {"total": time.perf_counter() - t0},
+    }
+    _finish(target, entry, record)
 
 
 def _images(predictor: Predictor, paths: list[str], target: Path, record) -> None:
