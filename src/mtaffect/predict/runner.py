@@ -104,7 +104,7 @@ class Unit:
     name: str
     kind: str  # "crops" (a cropped_aligned track), "images" (every still image), "video", "stream"
     paths: list[str]
-    size: int  # bytes of its files: the weight used to balance ranks
+    frames: int  # how many frames it holds, about: the weight used to balance ranks
 
     @property
     def label(self) -> str:
@@ -112,14 +112,26 @@ class Unit:
         return "images" if self.kind == "images" else self.paths[0]
 
 
-def _size(path: str | Path) -> int:
-    path = Path(path)
-    try:
-        if path.is_dir():
-            return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-        return path.stat().st_size
-    except OSError:  # a stream (webcam:0, rtsp://...) has no size
+def _frames(kind: str, paths: list[str]) -> int:
+    """Frames to predict, the weight that balances ranks: a video's from its header (no decoding,
+    about a millisecond per file), 1 per still image, 1 per crop of a track, 0 for a stream."""
+    if kind == "images":
+        return len(paths)
+    if kind == "crops":
+        return sum(1 for f in Path(paths[0]).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+    if kind != "video":
         return 0
+    import av
+
+    try:
+        with av.open(paths[0]) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            seconds = container.duration / av.time_base if container.duration else 0.0
+            return max(1, int(seconds * float(stream.average_rate or 25)))
+    except (av.error.FFmpegError, OSError, ValueError, IndexError, TypeError):
+        return 1  # unreadable: reported as an error by whichever rank gets it
 
 
 def plan(inputs: list[str | Path], cropped: bool = False) -> tuple[list[Unit], list[tuple[str, str]]]:
@@ -127,14 +139,15 @@ def plan(inputs: list[str | Path], cropped: bool = False) -> tuple[list[Unit], l
     used: set[str] = set()
     skipped: list[tuple[str, str]] = []
     if cropped:
-        units = [Unit(_unique_name(f.name, used), "crops", [str(f)], _size(f)) for f in crop_folders(inputs)]
+        tracks = [str(f) for f in crop_folders(inputs)]
+        units = [Unit(_unique_name(Path(t).name, used), "crops", [t], _frames("crops", [t])) for t in tracks]
         return units, skipped
     items = expand_inputs(inputs, skipped=skipped)
     images = [it.path for it in items if it.kind == "image"]
-    units = [Unit("images", "images", images, sum(_size(p) for p in images))] if images else []
+    units = [Unit("images", "images", images, len(images))] if images else []
     for item in (it for it in items if it.kind != "image"):
         name = _unique_name(Path(item.path).stem if item.kind == "video" else _stream_name(item), used)
-        units.append(Unit(name, item.kind, [item.path], _size(item.path)))
+        units.append(Unit(name, item.kind, [item.path], _frames(item.kind, [item.path])))
     return units, skipped
 
 
@@ -217,7 +230,7 @@ def predict_inputs(
     """
     ranks = ranks or Ranks()
     out, units, skipped, old = _start(inputs, out, cropped, resume, overwrite, ranks)
-    owner = balance([u.size for u in units], ranks.world)
+    owner = balance([u.frames for u in units], ranks.world)
     position = _locator(units)
 
     def mine(entry: dict) -> bool:
