@@ -11,6 +11,8 @@ import shutil
 import socket
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -109,6 +111,34 @@ def test_two_ranks_split_the_inputs_and_merge_one_report(corpus) -> None:
     assert (out / cut / MARKER).is_file()
     _same_table(out / cut, ref / cut)
     assert _entries(out / "report.json") == _entries(ref / "report.json")
+
+    # one process resuming what two ranks wrote: nothing left to do, the same report
+    kept = {p: p.stat().st_mtime_ns for p in out.glob(f"*/{MARKER}")}
+    assert main([*corpus["argv"], "--out", str(out), "--resume"]) == 1
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert _entries(out / "report.json") == _entries(ref / "report.json")
+
+
+def test_cropped_tracks_are_split_across_ranks(corpus) -> None:
+    folder = corpus["folder"]
+    crops = folder / "cropped_aligned"
+    rng = np.random.default_rng(0)
+    for track, n in (("v1", 6), ("v2", 3), ("v3", 4)):
+        (crops / track).mkdir(parents=True)
+        for k in range(1, n + 1):
+            noise = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+            cv2.imwrite(str(crops / track / f"{k:05d}.jpg"), noise)
+    (crops / "v2" / "00004.jpg").write_bytes(b"not a jpeg")  # an error entry inside a track
+    argv = ["predict", str(crops), "--cropped", *corpus["argv"][corpus["argv"].index("--checkpoint"):]]
+    ref, out = folder / "crops_single", folder / "crops_sharded"
+    assert main([*argv, "--out", str(ref)]) == 1
+    assert _sharded([*argv, "--out", str(out)], folder) == [1, 1]
+    assert _entries(out / "report.json") == _entries(ref / "report.json")
+    for track in ("v1", "v2", "v3"):
+        _same_table(out / track, ref / track)
+    done = [{e["input"] for e in _entries(out / f"report.rank{r}.json")} for r in (0, 1)]
+    assert done[0] == {str(crops / "v1")}  # 6 crops, the largest, alone on rank 0
+    assert done[1] == {str(crops / t) for t in ("v2", "v3")} | {str(crops / "v2" / "00004.jpg")}
 
 
 def test_balance_gives_the_largest_first_to_the_least_loaded_rank() -> None:

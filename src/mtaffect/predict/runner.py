@@ -276,8 +276,11 @@ def predict_inputs(
         report = {"backend": report["backend"], "inputs": merge_entries(parts, position)}
         if ranks.rank == 0:
             write_json(out / "report.json", report)
-    elif resume and any(out.glob("report.rank*.json")):
-        write_json(report_path, report)  # entries read from the per-rank reports of a sharded run
+    elif resume:
+        # kept and redone entries in the order of an uninterrupted run (and the entries read from
+        # the per-rank reports of a sharded run, even when nothing was left to do)
+        report["inputs"] = merge_entries([report["inputs"]], position)
+        write_json(report_path, report)
     return report
 
 
