@@ -57,7 +57,7 @@ lint: setup
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	# two workers on 2 cores (one torch thread each, tests/conftest.py); a file stays on one worker
-	MTAFFECT_MEDIA=$(MEDIA) $(VENV)/bin/pytest -q -n auto --dist loadfile
+	MTAFFECT_MEDIA=$(MEDIA) $(VENV)/bin/pytest -q -n auto --dist loadfile --durations=10
 
 # The long reliability campaign of docs/reliability.md (make test runs a fixed, seeded sample of it):
 # FUZZ_EXAMPLES mutated inputs per reader and mode, FUZZ_KILLS SIGKILLs per command, then the tally.
