@@ -157,3 +157,15 @@ def test_merge_puts_entries_in_single_process_order() -> None:
              {"input": "images", "output": "images"}, {"input": "crops/t1", "output": "t1"}]
     merged = [e["input"] for e in merge_entries([rank0, rank1], _locator(units))]
     assert merged == ["x.txt", "b.jpg", "images", "clip.mp4", "crops/t1/00002.jpg", "crops/t1"]
+
+
+def test_more_processes_than_gpus_is_refused_by_name(monkeypatch) -> None:
+    from mtaffect.cli.predict import check_gpus
+    from mtaffect.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_gpus("auto", 0)
+    check_gpus("cpu", 3)  # CPU processes need no GPU
+    with pytest.raises(UserError, match="process 1 of this machine has no GPU.*--nproc_per_node 1"):
+        check_gpus("auto", 1)
