@@ -169,3 +169,15 @@ def test_more_processes_than_gpus_is_refused_by_name(monkeypatch) -> None:
     check_gpus("cpu", 3)  # CPU processes need no GPU
     with pytest.raises(UserError, match="process 1 of this machine has no GPU.*--nproc_per_node 1"):
         check_gpus("auto", 1)
+
+
+def test_units_are_weighed_by_frames_from_the_video_headers(media_dir, tmp_path) -> None:
+    from mtaffect.predict.runner import plan
+
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 64)
+    names = ("single_face.mp4", "single_face.jpg", "multi_face.jpg", "no_face.mp4")
+    units, skipped = plan([*(str(media_dir / n) for n in names), str(tmp_path / "broken.mp4")])
+    assert [(u.name, u.frames) for u in units] == [("images", 2), ("single_face", 72), ("no_face", 98),
+                                                   ("broken", 1)]  # no_face's header says 98 (95 decode)
+    assert not skipped
+    assert [u.frames for u in plan([str(media_dir / "single_face.mp4")], weigh=False)[0]] == [0]

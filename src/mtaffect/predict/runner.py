@@ -134,20 +134,27 @@ def _frames(kind: str, paths: list[str]) -> int:
         return 1  # unreadable: reported as an error by whichever rank gets it
 
 
-def plan(inputs: list[str | Path], cropped: bool = False) -> tuple[list[Unit], list[tuple[str, str]]]:
-    """The units of work in the order a single process does them, and the inputs skipped at once."""
+def plan(
+    inputs: list[str | Path], cropped: bool = False, weigh: bool = True
+) -> tuple[list[Unit], list[tuple[str, str]]]:
+    """The units of work in the order a single process does them, and the inputs skipped at once;
+    without ``weigh`` (one process: nothing to balance) their frames are not counted (0)."""
     used: set[str] = set()
+
+    def frames(kind: str, paths: list[str]) -> int:
+        return _frames(kind, paths) if weigh else 0
+
     skipped: list[tuple[str, str]] = []
     if cropped:
         tracks = [str(f) for f in crop_folders(inputs)]
-        units = [Unit(_unique_name(Path(t).name, used), "crops", [t], _frames("crops", [t])) for t in tracks]
+        units = [Unit(_unique_name(Path(t).name, used), "crops", [t], frames("crops", [t])) for t in tracks]
         return units, skipped
     items = expand_inputs(inputs, skipped=skipped)
     images = [it.path for it in items if it.kind == "image"]
     units = [Unit("images", "images", images, len(images))] if images else []
     for item in (it for it in items if it.kind != "image"):
         name = _unique_name(Path(item.path).stem if item.kind == "video" else _stream_name(item), used)
-        units.append(Unit(name, item.kind, [item.path], _frames(item.kind, [item.path])))
+        units.append(Unit(name, item.kind, [item.path], frames(item.kind, [item.path])))
     return units, skipped
 
 
@@ -193,7 +200,7 @@ def _start(inputs, out, cropped: bool, resume: bool, overwrite: bool, ranks: Ran
             if resume:
                 for stray in out.glob(".*.tmp"):  # an atomic write (report.json) cut short by a kill
                     stray.unlink()
-            work = plan(inputs, cropped)
+            work = plan(inputs, cropped, weigh=ranks.active)
         except (UserError, OSError) as err:
             if not ranks.active:
                 raise
