@@ -60,8 +60,8 @@ def _student():
     return model, DistillationTask(model, teacher, LossConfig(), shared_labels=True)
 
 
-# the teacher through AOTAutograd's compiled backward (~20 s CPU, 50 s wall on the shared 2 cores);
-# the student (teacher forward inside the traced step) through dynamo's graphs only (~15 s CPU)
+# the teacher through AOTAutograd's compiled backward (13 s; 50 s when the 2 cores are busy);
+# the student (teacher forward inside the traced step) through dynamo's graphs only (11 s)
 @pytest.mark.parametrize(
     ("factory", "backend"), [(_teacher, "aot_eager"), (_student, "eager")], ids=["teacher", "student"]
 )
