@@ -13,34 +13,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx2")
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from mtaffect.checkpoint import save_checkpoint  # noqa: E402
 from mtaffect.cli import main  # noqa: E402
 from mtaffect.labels import EXPRESSIONS  # noqa: E402
-from mtaffect.models import create_model  # noqa: E402
 from mtaffect.serve.app import create_app  # noqa: E402
 from mtaffect.serve.jobs import JobCancelled, JobManager, TrackedPredictor  # noqa: E402
 from mtaffect.serve.results import load_result  # noqa: E402
 from mtaffect.serve.synthetic import write_synthetic_result  # noqa: E402
-from mtaffect.testing import trained_like  # noqa: E402
+from mtaffect.testing import tiny_checkpoint  # noqa: E402
 
 OPTIONS = {"backend": "torch"}
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("cnn_gru", {"cnn": {"backbone": "resnet_tiny"}, "gru": {}})
-    trained_like(model)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_gru.safetensors"
-    save_checkpoint(path, model)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_gru.safetensors")
 
 
 def _client(root: Path, checkpoint: Path | None = None, **kw) -> TestClient:

@@ -19,16 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("starlette")
 
-from mtaffect.checkpoint import save_checkpoint  # noqa: E402
 from mtaffect.cli import main  # noqa: E402
-from mtaffect.models import create_model  # noqa: E402
 from mtaffect.serve.app import vendor_ready  # noqa: E402
-from mtaffect.testing import trained_like  # noqa: E402
+from mtaffect.testing import tiny_checkpoint  # noqa: E402
 from readme_blocks import commands, readme_block  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -63,12 +60,7 @@ def _start(cmd: list[str]) -> tuple[subprocess.Popen, str]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("cnn_gru", {"cnn": {"backbone": "resnet_tiny"}, "gru": {}})
-    trained_like(model)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_gru.safetensors"
-    save_checkpoint(path, model)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_gru.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -168,6 +168,35 @@ def _run_cnn(model: nn.Module, crops: _EvalCrops, preprocessing: Any, device: to
     return out
 
 
+def _eval_crops(
+    frames: pd.DataFrame,
+    meta: dict,
+    preprocessing: Any,
+    resize_factor: float,
+    batch_size: int,
+    device: torch.device,
+    reader: Any,
+    workers: int | None,
+) -> _EvalCrops:
+    """The evaluation crops of ``frames`` in batches, decoded by ``workers`` processes (None: the
+    device's default), pinned on CUDA; ``reader`` None reads them with a :class:`FaceReader`."""
+    from mtaffect.train.prefetch import default_workers
+
+    if reader is None:
+        from mtaffect.data.faces import FaceReader
+
+        reader = FaceReader(frames, meta, preprocessing.size)
+    return _EvalCrops(
+        reader,
+        len(frames),
+        preprocessing.size,
+        resize_factor,
+        batch_size,
+        workers=default_workers(device) if workers is None else workers,
+        pin=device.type == "cuda",
+    )
+
+
 def predict_cnn_frames(
     model: nn.Module,
     frames: pd.DataFrame,
@@ -186,22 +215,9 @@ def predict_cnn_frames(
     :func:`mtaffect.train.prefetch.default_workers`); the predictions do not depend on it.
     """
     from mtaffect.train.features import resolve_device
-    from mtaffect.train.prefetch import default_workers
 
     device = resolve_device(device)
-    if reader is None:
-        from mtaffect.data.faces import FaceReader
-
-        reader = FaceReader(frames, meta, preprocessing.size)
-    crops = _EvalCrops(
-        reader,
-        len(frames),
-        preprocessing.size,
-        resize_factor,
-        batch_size,
-        workers=default_workers(device) if workers is None else workers,
-        pin=device.type == "cuda",
-    )
+    crops = _eval_crops(frames, meta, preprocessing, resize_factor, batch_size, device, reader, workers)
     return _run_cnn(model, crops, preprocessing, device)
 
 
@@ -361,23 +377,10 @@ def make_cnn_validator(
     kept in memory when they fit (:data:`IN_MEMORY_LIMIT`).
     """
     from mtaffect.train.features import resolve_device
-    from mtaffect.train.prefetch import default_workers
 
     frames = frames.reset_index(drop=True)
     device = resolve_device(device)
-    if reader is None:
-        from mtaffect.data.faces import FaceReader
-
-        reader = FaceReader(frames, meta, preprocessing.size)
-    crops = _EvalCrops(
-        reader,
-        len(frames),
-        preprocessing.size,
-        resize_factor,
-        batch_size,
-        workers=default_workers(device) if workers is None else workers,
-        pin=device.type == "cuda",
-    )
+    crops = _eval_crops(frames, meta, preprocessing, resize_factor, batch_size, device, reader, workers)
 
     def validate(model: nn.Module) -> dict[str, float]:
         return summary_metrics(_with_predictions(frames, _run_cnn(model, crops, preprocessing, device)))

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["FLOAT32_ATOL", "FLOAT32_RTOL", "approx32", "assert_close32", "trained_like"]
+__all__ = [
+    "FLOAT32_ATOL", "FLOAT32_RTOL", "approx32", "assert_close32", "tiny_checkpoint", "trained_like"
+]
 
 # How far two float32 computations of the same quantity may drift when only the order of the
 # arithmetic changes: another batch size (GEMM blocking), another thread count (reduction split),
@@ -56,3 +58,14 @@ def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 if name.endswith("backbone.conv1"):
                     m.weight.div_(64)
     return model.eval()
+
+
+def tiny_checkpoint(path: Any, kind: str = "cnn_gru", seed: int = 0) -> Any:
+    """Write a trained-like tiny checkpoint (``resnet_tiny`` CNN, default GRU) to ``path``; returns it."""
+    from mtaffect.checkpoint import save_checkpoint
+    from mtaffect.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model(kind, {"cnn": {"backbone": "resnet_tiny"}, "gru": {}})
+    save_checkpoint(path, trained_like(model, seed))
+    return path
