@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predict-checkpoint", default=None)
     parser.add_argument("--video", default=None)
     parser.add_argument("--parts", default="loop,cache,evaluate,predict", help="what to measure, comma list")
+    parser.add_argument("--stages", default="cnn_teacher,cnn_student", help="loop: which stages, comma list")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         names = write_jpegs(root, args.frames)
         parts = set(args.parts.split(","))
         for mode in args.compile.split(",") if "loop" in parts else ():
-            for stage in ("cnn_teacher", "cnn_student"):
+            for stage in args.stages.split(","):
                 key = f"{stage}_compile_{mode}"
                 _try(results, key, loop_rate, args, device, root, names, stage, mode)
                 if "tflop_s" in results[key]:
