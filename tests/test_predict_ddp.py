@@ -160,15 +160,15 @@ def test_merge_puts_entries_in_single_process_order() -> None:
 
 
 def test_more_processes_than_gpus_is_refused_by_name(monkeypatch) -> None:
-    from mtaffect.cli.predict import check_gpus
     from mtaffect.errors import UserError
+    from mtaffect.train.distributed import resolve_device  # torchrun's device, for predict and train
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    check_gpus("auto", 0)
-    check_gpus("cpu", 3)  # CPU processes need no GPU
+    resolve_device("auto", 0)
+    resolve_device("cpu", 3)  # CPU processes need no GPU
     with pytest.raises(UserError, match="process 1 of this machine has no GPU.*--nproc_per_node 1"):
-        check_gpus("auto", 1)
+        resolve_device("auto", 1)
 
 
 def test_units_are_weighed_by_frames_from_the_video_headers(media_dir, tmp_path) -> None:

@@ -99,28 +99,13 @@ def run(args: argparse.Namespace) -> int:
         return _run(args, args.device or "cpu", ranks)
     from mtaffect.train import distributed
 
-    # torchrun: one process per GPU (cuda:LOCAL_RANK, NCCL) or per CPU share (gloo)
-    check_gpus(args.device or "auto", int(os.environ.get("LOCAL_RANK", "0")))
+    # torchrun: one process per GPU (cuda:LOCAL_RANK, NCCL; more processes than GPUs are refused by
+    # name) or per CPU share (gloo)
     ctx = distributed.setup(args.device or "auto")
     try:
         return _run(args, str(ctx.device), ranks)
     finally:
         distributed.cleanup(ctx)
-
-
-def check_gpus(device: str, local_rank: int) -> None:
-    """Refuse more processes per machine than GPUs: process LOCAL_RANK would ask for a missing GPU."""
-    import torch
-
-    from mtaffect.errors import UserError
-
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        if local_rank >= count:
-            raise UserError(
-                f"process {local_rank} of this machine has no GPU of its own (this machine has {count}): "
-                f"use torchrun --nproc_per_node {count}, or --device cpu"
-            )
 
 
 def _run(args: argparse.Namespace, device: str, ranks) -> int:

@@ -47,7 +47,15 @@ def resolve_device(request: str = "auto", local_rank: int = 0) -> torch.device:
     if request.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserError(f"device {request!r} asked for, but CUDA is not available here")
-        return torch.device(f"cuda:{local_rank}") if request == "cuda" else torch.device(request)
+        if request != "cuda":
+            return torch.device(request)
+        count = torch.cuda.device_count()
+        if local_rank >= count:  # more torchrun processes on this machine than GPUs
+            raise UserError(
+                f"process {local_rank} of this machine has no GPU of its own (this machine has {count}): "
+                f"use torchrun --nproc_per_node {count}, or --device cpu"
+            )
+        return torch.device(f"cuda:{local_rank}")
     if request != "cpu":
         raise UserError(f"unknown device {request!r}; use auto, cpu, cuda or cuda:N")
     return torch.device("cpu")
