@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtaffect.checkpoint import file_sha256, load_checkpoint
+from mtaffect.checkpoint import load_checkpoint
 from mtaffect.cli import main
 from mtaffect.convert import (
     AUTHORS_REPOSITORY,
@@ -30,6 +30,7 @@ from mtaffect.convert import (
 from mtaffect.errors import InputFormatError
 from mtaffect.models import CNNGRU, CNNConfig, MultitaskCNN, build_backbone
 from mtaffect.models.preprocessing import FERPLUS
+from mtaffect.runtime import file_sha256
 from readme_blocks import commands, readme_block
 from reference_tables import REFERENCE, key_table, random_state
 

@@ -22,7 +22,6 @@ import torch
 
 from mtaffect.checkpoint import (
     CNN_GRU_CHECKPOINT,
-    file_sha256,
     find_cnn_checkpoint,
     join_checkpoints,
     load_checkpoint,
@@ -35,6 +34,7 @@ from mtaffect.errors import ExistingRunError, InputFormatError, UserError
 from mtaffect.models import CNNConfig, MultitaskCNN, Preprocessing
 from mtaffect.predict.predictor import Predictor
 from mtaffect.predict.runtime import FaceModel
+from mtaffect.runtime import file_sha256
 from mtaffect.testing import trained_like
 
 STAGE = [

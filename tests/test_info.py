@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from mtaffect.checkpoint import file_sha256, save_checkpoint
+from mtaffect.checkpoint import save_checkpoint
 from mtaffect.cli import main
 from mtaffect.models import CNNConfig, GRUConfig, MultitaskCNN, Preprocessing, TemporalModel
+from mtaffect.runtime import file_sha256
 
 # converted files (the authors' model from a zip): tests/test_convert.py, next to their fake weights
 

@@ -20,8 +20,9 @@ from mtaffect.models import (
     list_backbones,
     model_config,
 )
-from mtaffect.models.cnn import amp_dtype, decoded
+from mtaffect.models.cnn import decoded
 from mtaffect.models.outputs import Outputs
+from mtaffect.runtime import amp_dtype
 
 
 def _torchvision_resnet50_keys() -> list[str]:

@@ -161,7 +161,7 @@ def test_merge_puts_entries_in_single_process_order() -> None:
 
 def test_more_processes_than_gpus_is_refused_by_name(monkeypatch) -> None:
     from mtaffect.errors import UserError
-    from mtaffect.train.distributed import resolve_device  # torchrun's device, for predict and train
+    from mtaffect.runtime import resolve_device  # torchrun's device, for predict and train
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -12,7 +12,6 @@ joined CNN+GRU file (``mtaffect join``, the demo). The GRU stages write :data:`C
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ from mtaffect.io import atomic_path
 from mtaffect.labels import EXPRESSIONS
 from mtaffect.models import create_model, model_config
 from mtaffect.models.preprocessing import Preprocessing, default_preprocessing
+from mtaffect.runtime import file_sha256
 
 FORMAT_VERSION = 1
 METADATA_KEY = "mtaffect"
@@ -147,15 +147,6 @@ CNN_GRU_CHECKPOINT = "cnn_gru.safetensors"
 
 SEARCH_LEVELS = 4
 """How many folders above a GRU checkpoint's own folder are searched for a moved CNN."""
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def recorded_cnn(meta: dict) -> tuple[list[str], str | None]:

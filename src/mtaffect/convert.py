@@ -31,6 +31,7 @@ from mtaffect.errors import InputFormatError
 from mtaffect.models.cnn import CNNConfig, MultitaskCNN
 from mtaffect.models.gru import CNNGRU, GRUConfig, TemporalModel
 from mtaffect.models.preprocessing import FERPLUS
+from mtaffect.runtime import file_sha256
 
 SOURCES = ("ferplus", "authors-cnn", "authors-gru")
 
@@ -279,15 +280,7 @@ def load_authors_checkpoint(path: str | Path, *, member: str | None = None) -> n
     )
 
 
-def _sha256(data: Path | bytes) -> str:
-    digest = hashlib.sha256()
-    if isinstance(data, bytes):
-        digest.update(data)
-        return digest.hexdigest()
-    with open(data, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+
 
 
 AUTHORS_REPOSITORY = "https://github.com/glmanhtu/multitask-abaw-2021"
@@ -354,11 +347,11 @@ def convert(
         model, stage = load_authors_cnn(src, state=state), "authors_cnn"
     else:
         model, stage = load_authors_gru(src, state=state), "authors_gru"
-    origin = {"source": source, "detected": detected == source, "file": src.name, "sha256": _sha256(src)}
+    origin = {"source": source, "detected": detected == source, "file": src.name, "sha256": file_sha256(src)}
     inner = zip_member(src, member)
     if inner is not None:
         with zipfile.ZipFile(src) as archive:
-            origin.update(member=inner, member_sha256=_sha256(archive.read(inner)))
+            origin.update(member=inner, member_sha256=hashlib.sha256(archive.read(inner)).hexdigest())
     return save_checkpoint(
         out, model, preprocessing=FERPLUS, stage=stage, converted_from=origin, about=ABOUT[source]
     )

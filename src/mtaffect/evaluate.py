@@ -31,6 +31,7 @@ from torch import nn
 
 from mtaffect import metrics
 from mtaffect.labels import EXPRESSIONS, NUM_EXPRESSIONS
+from mtaffect.runtime import autocast, inference, resolve_device
 
 __all__ = [
     "EvaluationResult",
@@ -152,19 +153,13 @@ class _EvalCrops:
 
 @torch.inference_mode()
 def _run_cnn(model: nn.Module, crops: _EvalCrops, preprocessing: Any, device: torch.device) -> np.ndarray:
-    from mtaffect.models.cnn import autocast
-
-    was_training = model.training
-    model.eval()
     out = np.zeros((crops.n, NUM_EXPRESSIONS + 2), np.float32)
-    try:
+    with inference(model):
         for lo, batch in crops.batches():
             x = preprocessing.apply(torch.as_tensor(batch), device=device, channels_last=True)
             with autocast(device):
                 result = model(x)
             out[lo : lo + len(batch)] = _decode(result, _decoding(model))
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -214,7 +209,6 @@ def predict_cnn_frames(
     ``workers``: processes decoding batches ahead of the model (None: 8 at most on CUDA, none on CPU;
     :func:`mtaffect.train.prefetch.default_workers`); the predictions do not depend on it.
     """
-    from mtaffect.train.features import resolve_device
 
     device = resolve_device(device)
     crops = _eval_crops(frames, meta, preprocessing, resize_factor, batch_size, device, reader, workers)
@@ -253,7 +247,6 @@ def predict_gru_frames(
     Windows per track (predict mode), batched across tracks, decoded per step, then averaged back
     onto frames with :func:`mtaffect.windows.stitch`: each frame exactly once, in order.
     """
-    from mtaffect.train.features import resolve_device
     from mtaffect.windows import stitch
 
     device = resolve_device(device)
@@ -264,15 +257,11 @@ def predict_gru_frames(
     windows_cache = np.concatenate([positions[rows][w.positions] for rows, w in plan]) if plan else None
     n_windows = 0 if windows_cache is None else len(windows_cache)
     values = np.zeros((n_windows, length, NUM_EXPRESSIONS + 2), np.float32)
-    was_training = model.training
-    model.eval()
-    try:
+    with inference(model):
         for lo in range(0, n_windows, batch_size):
             inputs = cache.gather(windows_cache[lo : lo + batch_size], draw)
             out = model({k: v.to(device) for k, v in inputs.items()})
             values[lo : lo + batch_size] = _decode(out, _decoding(model))
-    finally:
-        model.train(was_training)
     result = np.full((len(frames), NUM_EXPRESSIONS + 2), np.nan, np.float32)
     start = 0
     for rows, windows in plan:
@@ -376,7 +365,6 @@ def make_cnn_validator(
     The evaluation crops are read once (in ``workers`` processes, as :func:`predict_cnn_frames`) and
     kept in memory when they fit (:data:`IN_MEMORY_LIMIT`).
     """
-    from mtaffect.train.features import resolve_device
 
     frames = frames.reset_index(drop=True)
     device = resolve_device(device)

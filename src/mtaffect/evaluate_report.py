@@ -63,7 +63,8 @@ def evaluate_checkpoint(
     """
     from mtaffect.checkpoint import load_model
     from mtaffect.errors import UserError
-    from mtaffect.train.features import EVAL_DRAW, ensure_feature_cache, ensure_gru_features, resolve_device
+    from mtaffect.runtime import resolve_device
+    from mtaffect.train.features import EVAL_DRAW, ensure_feature_cache, ensure_gru_features
 
     dev = resolve_device(device)
     if isinstance(index, pd.DataFrame):

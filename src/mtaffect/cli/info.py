@@ -60,8 +60,9 @@ def _training_data(train: dict, kind: str) -> str:
 
 def describe(path: str | Path) -> dict[str, Any]:
     """The facts ``mtaffect info`` prints, as a JSON-ready dict."""
-    from mtaffect.checkpoint import file_sha256, find_cnn_checkpoint, read_metadata
+    from mtaffect.checkpoint import find_cnn_checkpoint, read_metadata
     from mtaffect.errors import UserError
+    from mtaffect.runtime import file_sha256
 
     path = Path(path)
     meta = read_metadata(path)

@@ -13,7 +13,6 @@ Inputs are float tensors already normalised by the checkpoint's preprocessing
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -23,6 +22,7 @@ from mtaffect.labels import EXPRESSIONS, VA_BINS
 from mtaffect.models.heads import Head
 from mtaffect.models.outputs import Outputs, va_bin_centres, va_bin_values
 from mtaffect.models.resnet import BACKBONE_SPECS, build_backbone
+from mtaffect.runtime import inference
 
 VA_DECODINGS = ("linspace", "centres")
 
@@ -145,32 +145,8 @@ class MultitaskCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> Outputs:
         return self.forward_heads(self.forward_features(x))
 
-    @torch.no_grad()
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Decoded predictions for (B, 3, H, W) inputs; see :func:`decoded`. Runs in eval mode."""
-        was_training = self.training
-        self.eval()
-        try:
+        with inference(self):
             return decoded(self(x), self.config.va_decoding)
-        finally:
-            self.train(was_training)
 
-
-def amp_dtype(device: torch.device | str) -> torch.dtype | None:
-    """Autocast dtype worth using on ``device``: bf16 on CUDA GPUs that support it, else fp16 on CUDA.
-
-    None on CPU: without AVX512_BF16/AMX (this project's CPUs), bf16 autocast is 0.6× fp32 speed
-    (PERFORMANCE.md §7).
-    """
-    device = torch.device(device)
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` with :func:`amp_dtype`, or a no-op where AMP does not pay."""
-    dtype = amp_dtype(device) if enabled else None
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=dtype)

@@ -16,6 +16,7 @@ from mtaffect.labels import EXPRESSIONS, VA_BINS
 from mtaffect.models.cnn import VA_DECODINGS, MultitaskCNN, decoded
 from mtaffect.models.heads import GRUHead
 from mtaffect.models.outputs import Outputs
+from mtaffect.runtime import inference
 
 
 @dataclass
@@ -77,15 +78,10 @@ class TemporalModel(nn.Module):
         bins = self.config.va_bins
         return Outputs(expression, va[..., :bins], va[..., bins:], {"EXPR": features_expr, "VA": features_va})
 
-    @torch.no_grad()
     def predict(self, embeddings: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Decoded per-frame predictions (B, T, ·); see :func:`mtaffect.models.cnn.decoded`."""
-        was_training = self.training
-        self.eval()
-        try:
+        with inference(self):
             return decoded(self(embeddings), self.config.va_decoding)
-        finally:
-            self.train(was_training)
 
 
 class CNNGRU(nn.Module):
@@ -135,12 +131,7 @@ class CNNGRU(nn.Module):
     def forward(self, frames: torch.Tensor) -> Outputs:
         return self.gru(self.embed(frames))
 
-    @torch.no_grad()
     def predict(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """Decoded per-frame predictions for (B, T, 3, H, W) frames."""
-        was_training = self.training
-        self.eval()
-        try:
+        with inference(self):
             return decoded(self(frames), self.gru.config.va_decoding)
-        finally:
-            self.train(was_training)

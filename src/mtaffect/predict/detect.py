@@ -254,13 +254,13 @@ class MTCNN:
     def _onnx_sessions(self, folder: Path) -> dict[str, object]:
         """The three nets on onnxruntime (one thread each: tiny nets, per-op overhead dominates in
         eager torch). Exported once per weight file into the mtaffect cache."""
-        import hashlib
         import warnings
 
         import onnxruntime as ort
 
         from mtaffect.io import atomic_path
         from mtaffect.predict.runtime import cache_dir
+        from mtaffect.runtime import file_sha256
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
@@ -272,7 +272,7 @@ class MTCNN:
             "onet": (self.onet, (2, 3, 48, 48), ["prob", "reg", "marks"], {0: "n"}),
         }
         for name, (net, shape, outputs, axes) in specs.items():
-            digest = hashlib.sha256((folder / f"{name}.pt").read_bytes()).hexdigest()[:16]
+            digest = file_sha256(folder / f"{name}.pt")[:16]
             path = cache_dir() / "onnx" / f"mtcnn-{name}-{digest}.onnx"
             if not path.is_file():
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ costs a fraction of a millisecond per frame.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -26,6 +25,7 @@ from mtaffect.errors import UserError
 from mtaffect.export import CNN_OUTPUTS
 from mtaffect.models.outputs import va_bin_centres, va_bin_values
 from mtaffect.models.preprocessing import Preprocessing
+from mtaffect.runtime import file_sha256, weights_sha256
 
 __all__ = ["FaceModel", "onnx_available", "cache_dir"]
 
@@ -39,14 +39,6 @@ def onnx_available() -> bool:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("MTAFFECT_CACHE", Path.home() / ".cache" / "mtaffect"))
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()[:24]
 
 
 class FaceModel:
@@ -113,13 +105,9 @@ class FaceModel:
         from mtaffect.export import OnnxModel, export_onnx
 
         if checkpoint is not None:
-            key = _file_digest(Path(checkpoint))
+            key = file_sha256(checkpoint)[:24]
         else:  # an in-memory model: key on its weights
-            h = hashlib.sha256()
-            for name, t in self.cnn.state_dict().items():
-                h.update(name.encode())
-                h.update(t.detach().cpu().numpy().tobytes())
-            key = h.hexdigest()[:24]
+            key = weights_sha256(self.cnn)[:24]
         path = cache_dir() / "onnx" / f"cnn-{key}-{self.size}.v2.onnx"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mtaffect.errors import UserError
+from mtaffect.runtime import resolve_device
 
-__all__ = ["DistContext", "resolve_device", "setup", "wrap", "barrier", "cleanup"]
+__all__ = ["DistContext", "setup", "wrap", "barrier", "cleanup"]
 
 
 @dataclass
@@ -38,27 +38,6 @@ class DistContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(request: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` → ``cuda:LOCAL_RANK``; anything else as given."""
-    if request == "auto":
-        request = "cuda" if torch.cuda.is_available() else "cpu"
-    if request.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"device {request!r} asked for, but CUDA is not available here")
-        if request != "cuda":
-            return torch.device(request)
-        count = torch.cuda.device_count()
-        if local_rank >= count:  # more torchrun processes on this machine than GPUs
-            raise UserError(
-                f"process {local_rank} of this machine has no GPU of its own (this machine has {count}): "
-                f"use torchrun --nproc_per_node {count}, or --device cpu"
-            )
-        return torch.device(f"cuda:{local_rank}")
-    if request != "cpu":
-        raise UserError(f"unknown device {request!r}; use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
 
 
 def setup(device: str = "auto") -> DistContext:

@@ -49,6 +49,7 @@ import torch
 from mtaffect.errors import UserError
 from mtaffect.io import write_json, write_parquet
 from mtaffect.labels import HEAD_TASKS
+from mtaffect.runtime import autocast, resolve_device, weights_sha256
 from mtaffect.train.prefetch import default_workers, ordered_chunks
 
 __all__ = [
@@ -60,7 +61,6 @@ __all__ = [
     "ensure_gru_features",
     "feature_cache_key",
     "frame_table",
-    "resolve_device",
 ]
 
 FORMAT = 1
@@ -138,27 +138,6 @@ def apply_draw(faces: np.ndarray, draw: Draw, size: int, resize_factor: float = 
     offsets = np.tile(np.asarray(draw.offsets(resized, size)), (n, 1))
     flips = np.full(n, draw.flip)
     return warp_batch(faces, crop_matrices(faces.shape[1], size, resized, offsets, flips), size)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" → CUDA when available, else CPU; anything else as given."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available here")
-    return torch.device(device)
-
-
-def weights_hash(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's state dict (names, shapes, dtypes, bytes): identifies the CNN exactly."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def frame_table(index: pd.DataFrame) -> pd.DataFrame:
@@ -350,7 +329,7 @@ def ensure_feature_cache(
     frames = frame_table(index)
     if len(frames) == 0:
         raise UserError("feature cache: the index selection holds no frames")
-    key = feature_cache_key(weights_hash(model), draws_list, size, resized, frames)
+    key = feature_cache_key(weights_sha256(model), draws_list, size, resized, frames)
     folder = Path(cache_root) / key
     dim = int(getattr(getattr(model, "config", None), "hidden", EMBEDDING_DIM))
     shape = (len(draws_list), len(frames), dim)
@@ -402,7 +381,6 @@ def ensure_feature_cache(
     use_cl = device.type in ("cpu", "cuda")  # channels_last: ×1.5 on these CPUs too (PERFORMANCE.md §2)
     if use_cl:
         model.to(memory_format=torch.channels_last)
-    from mtaffect.models.cnn import autocast
 
     embed = getattr(model, "embed", None)
     todo = [c for c in range(n_chunks) if c not in done]

@@ -16,7 +16,6 @@ starting over), and whatever ``save_best`` writes (the stage writes ``best.safet
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from torch import nn
 
 from mtaffect.errors import UserError
 from mtaffect.io import write_csv
+from mtaffect.runtime import autocast
 from mtaffect.train.compiled import compile_step
 from mtaffect.train.state import STATE_FILE, EarlyStopping, load_state, restore_rng, save_state
 
@@ -201,11 +201,6 @@ def fit(
 
     board = _TensorBoard(run_dir / "tb", tensorboard and _is_main(rank))
 
-    def autocast() -> contextlib.AbstractContextManager:
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=amp_dtype)
-
     def save_resume(**position: Any) -> None:
         """``last_state.pt`` with everything to continue at ``position`` (epoch, step, ...)."""
         save_state(
@@ -242,7 +237,7 @@ def fit(
                 if to_device is not None:
                     batch = to_device(batch, device)
                 optimizer.zero_grad(set_to_none=True)
-                with autocast():
+                with autocast(device, amp_dtype):
                     losses = step_fn(batch)
                 loss = losses["loss"]
                 for key, value in losses.items():

@@ -36,6 +36,7 @@ import yaml
 from mtaffect.config import Config, component, config_from_resolved, resolve
 from mtaffect.errors import UserError
 from mtaffect.io import prepare_output_dir, write_json, write_text
+from mtaffect.runtime import amp_dtype
 from mtaffect.train import components as C
 from mtaffect.train import distributed
 from mtaffect.train.loop import FitResult, fit
@@ -127,20 +128,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - third-party code may use the legacy global generator
     torch.manual_seed(seed)
-
-
-def _amp_dtype(request: str | bool, device: torch.device) -> torch.dtype | None:
-    if isinstance(request, bool):
-        request = "auto" if request else "off"
-    if request not in ("auto", "bf16", "fp16", "off"):
-        raise UserError(f"train.amp must be auto, bf16, fp16 or off, got {request!r}")
-    if request == "off" or device.type != "cuda":
-        return None  # AMP pays only on CUDA here (bf16 autocast is 0.6× fp32 on this CPU, PERFORMANCE.md §7)
-    if request == "bf16":
-        return torch.bfloat16
-    if request == "fp16":
-        return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _build_model(stage: Stage, config: Config) -> torch.nn.Module:
@@ -319,7 +306,7 @@ def run_stage(
             save_best=save_best,
             to_device=to_device,
             device=ctx.device,
-            amp_dtype=_amp_dtype(config.train.amp, ctx.device),
+            amp_dtype=amp_dtype(ctx.device, config.train.amp),
             resume=resume,
             save_every_steps=config.train.save_every_steps,
             progress=config.train.progress,
@@ -344,7 +331,7 @@ class _JoinedWriter:
     """
 
     def __init__(self, cnn_path: Path, target: Path) -> None:
-        from mtaffect.checkpoint import file_sha256
+        from mtaffect.runtime import file_sha256
 
         self.cnn_path, self.target = cnn_path, target
         self.cnn_record = {"checkpoint": str(cnn_path.resolve()), "sha256": file_sha256(cnn_path)}
