@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from mtaffect import metrics
 from mtaffect.losses import (
     ccc_torch,
-    decode_values,
     distillation_kl,
     expression_ce,
     va_bin_targets,
@@ -21,6 +20,9 @@ from mtaffect.losses import (
     va_distillation,
     va_supervision,
 )
+from mtaffect.losses.objectives import LossConfig
+from mtaffect.models.cnn import CNNConfig
+from mtaffect.models.outputs import va_decoding, va_values
 from mtaffect.testing import approx32
 
 # ----------------------------------------------------------------------------- expression CE
@@ -155,14 +157,20 @@ def test_ccc_gradient_finite_for_identical_series() -> None:
 # ----------------------------------------------------------------------------- VA supervision (eq. 2)
 
 
-def test_decode_values() -> None:
-    assert decode_values(20, "authors")[[0, -1]].tolist() == [-1.0, 1.0]
-    centres = decode_values(20, "bin_centres")
+def test_va_values_one_vocabulary() -> None:
+    # one home for the two decodings: models, losses and prediction all call models.outputs
+    assert va_values("linspace", 20)[[0, -1]].tolist() == [-1.0, 1.0]
+    centres = va_values("centres", 20)
     assert centres[[0, -1]].tolist() == pytest.approx([-0.95, 0.95])
-    assert torch.equal(decode_values(20, "linspace"), decode_values(20, "authors"))
-    assert torch.equal(decode_values(20, "centres"), centres)
-    with pytest.raises(ValueError, match="va_decode"):
-        decode_values(20, "mean")
+    assert torch.equal(va_values("authors", 20), va_values("linspace", 20))  # older names translated
+    assert torch.equal(va_values("bin_centres", 20), centres)
+    assert va_decoding("authors") == "linspace" and va_decoding("bin_centres") == "centres"
+    assert LossConfig(va_decode="bin_centres").va_decode == "centres"
+    assert CNNConfig(backbone="resnet_tiny", va_decoding="authors").va_decoding == "linspace"
+    with pytest.raises(ValueError, match="va_decode must be one of"):
+        LossConfig(va_decode="mean")
+    with pytest.raises(ValueError, match="va_decoding must be one of"):
+        va_values("mean", 20)
 
 
 def test_va_dimension_loss_hand_computed() -> None:

@@ -19,7 +19,6 @@ Conventions
 from mtaffect.losses.objectives import LossConfig, student_objective, teacher_objective
 from mtaffect.losses.terms import (
     ccc_torch,
-    decode_values,
     distillation_kl,
     distillation_per_frame,
     expression_ce,
@@ -34,7 +33,6 @@ from mtaffect.losses.terms import (
 __all__ = [
     "LossConfig",
     "ccc_torch",
-    "decode_values",
     "distillation_kl",
     "distillation_per_frame",
     "expression_ce",

@@ -59,14 +59,13 @@ import torch
 from mtaffect.labels import TASK_SETS
 from mtaffect.losses.terms import (
     DEFAULT_CCC_EPS,
-    VA_DECODINGS,
     distillation_per_frame,
     expression_ce,
     masked_mean,
     va_dimension_loss,
     zero_like,
 )
-from mtaffect.models.outputs import Outputs, Targets, flatten_outputs
+from mtaffect.models.outputs import Outputs, Targets, flatten_outputs, va_decoding
 
 __all__ = ["LossConfig", "student_objective", "teacher_objective"]
 
@@ -85,9 +84,10 @@ class LossConfig:
     ccc_unbiased: N − 1 statistics in the loss's CCC (code: torch.std); False = population.
     group_average: "authors" | "paper": how eq. 10's labelled/unlabelled frames are combined.
     head_average: mean over each head's batch terms (code); False = the sums of eq. 7/9/10.
-    va_decode: "authors" (linspace(-1, 1, 20)) | "bin_centres": values for the CCC's expectation;
-        the models' names "linspace" | "centres" are accepted too. Keep it equal to the model's
-        ``va_decoding`` so that the CCC trains the value the model reports.
+    va_decode: "linspace" (the authors' linspace(-1, 1, 20)) | "centres" (bin centres): values for the
+        CCC's expectation, in :data:`mtaffect.models.outputs.VA_DECODINGS` (the older names "authors" |
+        "bin_centres" are translated). The stages set it to the model's ``va_decoding`` so that the CCC
+        trains the value the model reports.
     lambda_ccc: weight of (1 − CCC) in the VA loss. ccc_eps: added to the CCC denominator.
     """
 
@@ -97,7 +97,7 @@ class LossConfig:
     ccc_unbiased: bool = True
     group_average: str = "authors"
     head_average: bool = True
-    va_decode: str = "authors"
+    va_decode: str = "linspace"
     lambda_ccc: float = 1.0
     ccc_eps: float = DEFAULT_CCC_EPS
 
@@ -108,8 +108,7 @@ class LossConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.group_average not in GROUP_AVERAGES:
             raise ValueError(f"group_average must be one of {GROUP_AVERAGES}, got {self.group_average!r}")
-        if self.va_decode not in VA_DECODINGS:
-            raise ValueError(f"va_decode must be one of {VA_DECODINGS}, got {self.va_decode!r}")
+        object.__setattr__(self, "va_decode", va_decoding(self.va_decode, "va_decode"))  # one vocabulary
         if self.lambda_ccc < 0 or self.ccc_eps < 0:
             raise ValueError("lambda_ccc and ccc_eps must be >= 0")
 

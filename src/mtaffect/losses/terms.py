@@ -19,12 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from mtaffect.labels import VA_BINS, VA_MAX, VA_MIN
-from mtaffect.models.outputs import decode_va, va_bin_centres, va_bin_values
+from mtaffect.models.outputs import decode_va, va_decoding, va_values
 
 __all__ = [
     "DEFAULT_CCC_EPS",
     "ccc_torch",
-    "decode_values",
     "distillation_kl",
     "distillation_per_frame",
     "expression_ce",
@@ -38,10 +37,6 @@ __all__ = [
 ]
 
 DEFAULT_CCC_EPS = 1e-8
-VA_DECODINGS = ("authors", "bin_centres", "linspace", "centres")
-"""Names of the two VA decodings; "linspace"/"centres" are the models' names (``CNNConfig.va_decoding``)."""
-
-
 def zero_like(tensor: torch.Tensor) -> torch.Tensor:
     """A scalar 0 attached to ``tensor``'s graph (its gradient is 0, and finite)."""
     return tensor.sum() * 0.0
@@ -155,17 +150,6 @@ def ccc_torch(
     return torch.where(defined, 2.0 * covariance / safe, torch.zeros_like(denominator))
 
 
-def decode_values(bins: int, decode: str, *, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Values the bins stand for when decoding by expectation: "authors" (alias "linspace", the
-    models' name) = linspace(-1, 1, bins); "bin_centres" (alias "centres") = the centres of the
-    cross-entropy bins (consistent with :func:`va_bin_targets`)."""
-    if decode in ("authors", "linspace"):
-        return va_bin_values(bins, device=device, dtype=dtype)
-    if decode in ("bin_centres", "centres"):
-        return va_bin_centres(bins, device=device, dtype=dtype)
-    raise ValueError(f"va_decode must be one of {VA_DECODINGS}, got {decode!r}")
-
-
 def va_dimension_loss(
     logits: torch.Tensor,
     values: torch.Tensor,
@@ -182,7 +166,8 @@ def va_dimension_loss(
     instances of a batch is exactly one (1 − CCC) per batch, METHOD.md §2.1).
     """
     mask = _bool_mask(mask, logits)
-    centres = decode_values(logits.shape[-1], decode, device=logits.device, dtype=logits.dtype)
+    decoding = va_decoding(decode, "va_decode")
+    centres = va_values(decoding, logits.shape[-1], device=logits.device, dtype=logits.dtype)
     concordance = ccc_torch(decode_va(logits, centres), values, mask, unbiased=unbiased, eps=eps)
     if logits.shape[0] == 0:
         return zero_like(logits)

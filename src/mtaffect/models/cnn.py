@@ -20,11 +20,9 @@ from torch import nn
 
 from mtaffect.labels import EXPRESSIONS, VA_BINS
 from mtaffect.models.heads import Head
-from mtaffect.models.outputs import Outputs, va_bin_centres, va_bin_values
+from mtaffect.models.outputs import Outputs, va_decoding, va_values
 from mtaffect.models.resnet import BACKBONE_SPECS, build_backbone
 from mtaffect.runtime import inference
-
-VA_DECODINGS = ("linspace", "centres")
 
 
 @dataclass
@@ -51,8 +49,7 @@ class CNNConfig:
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONE_SPECS:
             raise ValueError(f"unknown backbone {self.backbone!r}; known: {', '.join(BACKBONE_SPECS)}")
-        if self.va_decoding not in VA_DECODINGS:
-            raise ValueError(f"va_decoding must be one of {VA_DECODINGS}, got {self.va_decoding!r}")
+        self.va_decoding = va_decoding(self.va_decoding)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,13 +61,6 @@ class CNNConfig:
         if unknown:
             raise ValueError(f"unknown CNNConfig keys: {unknown}")
         return cls(**data)
-
-
-def va_values(decoding: str, bins: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
-    """The values the VA bins stand for under ``decoding`` ("linspace" or "centres")."""
-    if decoding == "centres":
-        return va_bin_centres(bins, device=device, dtype=dtype)
-    return va_bin_values(bins, device=device, dtype=dtype)
 
 
 def decoded(out: Outputs, decoding: str = "linspace") -> dict[str, torch.Tensor]:

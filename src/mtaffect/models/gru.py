@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from mtaffect.labels import EXPRESSIONS, VA_BINS
-from mtaffect.models.cnn import VA_DECODINGS, MultitaskCNN, decoded
+from mtaffect.models.cnn import MultitaskCNN, decoded
 from mtaffect.models.heads import GRUHead
-from mtaffect.models.outputs import Outputs
+from mtaffect.models.outputs import Outputs, va_decoding
 from mtaffect.runtime import inference
 
 
@@ -34,8 +34,7 @@ class GRUConfig:
     va_decoding: str = "linspace"
 
     def __post_init__(self) -> None:
-        if self.va_decoding not in VA_DECODINGS:
-            raise ValueError(f"va_decoding must be one of {VA_DECODINGS}, got {self.va_decoding!r}")
+        self.va_decoding = va_decoding(self.va_decoding)
 
     def to_dict(self) -> dict:
         return asdict(self)

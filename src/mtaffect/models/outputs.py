@@ -29,6 +29,34 @@ def va_bin_centres(bins: int = VA_BINS, *, device=None, dtype=torch.float32) -> 
     return torch.arange(bins, device=device, dtype=dtype) * width + (VA_MIN + width / 2)
 
 
+VA_DECODINGS = ("linspace", "centres")
+"""The two ways to turn VA bin probabilities into a value: the authors' ``linspace`` grid
+(:func:`va_bin_values`) or the cross-entropy bins' ``centres`` (:func:`va_bin_centres`). These names are
+the ones stored in checkpoints and configs; :data:`VA_DECODING_ALIASES` are translated at the border."""
+
+VA_DECODING_ALIASES = {"authors": "linspace", "bin_centres": "centres"}
+"""Older names of the same two decodings (the losses' ``va_decode`` used them), accepted on input."""
+
+
+def va_decoding(name: str, key: str = "va_decoding") -> str:
+    """``name`` in the one vocabulary of :data:`VA_DECODINGS` (aliases translated); ValueError naming
+    ``key`` otherwise."""
+    name = VA_DECODING_ALIASES.get(name, name)
+    if name not in VA_DECODINGS:
+        raise ValueError(
+            f"{key} must be one of {VA_DECODINGS} "
+            f"(or the older names {tuple(VA_DECODING_ALIASES)}), got {name!r}"
+        )
+    return name
+
+
+def va_values(decoding: str, bins: int = VA_BINS, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The values the VA bins stand for under ``decoding`` (see :data:`VA_DECODINGS`)."""
+    if va_decoding(decoding) == "centres":
+        return va_bin_centres(bins, device=device, dtype=dtype)
+    return va_bin_values(bins, device=device, dtype=dtype)
+
+
 def decode_va(logits: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
     """Expected value of the softmax over the last axis of bin logits ``(..., bins)`` → ``(...)``."""
     if values is None:
