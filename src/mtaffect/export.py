@@ -27,9 +27,9 @@ from torch import nn
 from mtaffect.errors import UserError
 from mtaffect.io import atomic_path
 from mtaffect.labels import EXPRESSIONS
-from mtaffect.models.cnn import MultitaskCNN, va_values
+from mtaffect.models.cnn import MultitaskCNN
 from mtaffect.models.gru import CNNGRU
-from mtaffect.models.outputs import Outputs
+from mtaffect.models.outputs import Outputs, va_values
 from mtaffect.models.preprocessing import Preprocessing, default_preprocessing
 
 CNN_OUTPUTS = ("expression", "valence", "arousal", "emb_expr", "emb_va")

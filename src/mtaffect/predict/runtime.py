@@ -23,7 +23,7 @@ from torch import nn
 
 from mtaffect.errors import UserError
 from mtaffect.export import CNN_OUTPUTS
-from mtaffect.models.outputs import va_bin_centres, va_bin_values
+from mtaffect.models.outputs import va_values
 from mtaffect.models.preprocessing import Preprocessing
 from mtaffect.runtime import file_sha256, weights_sha256
 
@@ -75,7 +75,7 @@ class FaceModel:
         self.cnn.eval()
         cfg = self.gru.config if self.gru is not None else self.cnn.config
         bins = cfg.va_bins
-        values = va_bin_centres(bins) if cfg.va_decoding == "centres" else va_bin_values(bins)
+        values = va_values(cfg.va_decoding, bins)
         self.va_values = values.numpy().astype(np.float64)
         self.session = None
         if backend == "onnx" or (backend == "auto" and onnx_available() and self.device.type == "cpu"):

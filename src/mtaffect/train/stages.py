@@ -376,7 +376,9 @@ def _loss_config(config: Config) -> Any:
         raise UserError(f"model.cnn/gru.va_decoding disagree: {sorted(model_decodings)}")
     if model_decodings:
         (decoding,) = model_decodings
-        if "va_decode" in loss and _same_decoding(loss["va_decode"]) != _same_decoding(decoding):
+        if "va_decode" in loss and _canonical(loss["va_decode"], "loss.va_decode") != _canonical(
+            decoding, "model.va_decoding"
+        ):
             raise UserError(
                 f"loss.va_decode={loss['va_decode']!r} disagrees with the model's va_decoding={decoding!r}"
             )
@@ -384,7 +386,10 @@ def _loss_config(config: Config) -> Any:
     return component(LossConfig, loss, "loss")
 
 
-def _same_decoding(name: str) -> str:
-    """The losses and the models name the two decodings differently; compare them by meaning."""
-    same = {"authors": "linspace", "linspace": "linspace", "bin_centres": "centres", "centres": "centres"}
-    return same.get(name, name)
+def _canonical(name: str, key: str) -> str:
+    from mtaffect.models.outputs import va_decoding
+
+    try:
+        return va_decoding(name, key)
+    except ValueError as err:
+        raise UserError(str(err)) from None
