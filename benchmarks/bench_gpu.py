@@ -10,7 +10,7 @@ Every figure comes from the project's own code on synthetic 112² JPEG faces wri
   device sync closes the window); ``startup_s`` is the time to step ``--warm`` (compilation
   included). FLOPs per step are counted (``torch.utils.flop_counter``) and reported as a fraction
   of the chip's measured bf16 matmul rate (8192³; on CPU: the fp32 matmul rate, 1024³).
-* ``feature_cache``: :func:`mtaffect.train.features.ensure_feature_cache` (9 draws) per worker count:
+* ``feature_cache``: :func:`mtaffect.features.ensure_feature_cache` (9 draws) per worker count:
   distinct frames/s and crops/s (frames × draws).
 * ``evaluate``: :func:`mtaffect.evaluate.predict_cnn_frames` per worker count, frames/s.
 * ``predict``: ``mtaffect predict VIDEO --device cuda`` end to end (process start-up and model
@@ -150,7 +150,7 @@ def loop_rate(args, device, root: Path, names: list[str], stage: str, mode: str)
 
 
 def cache_rate(args, device, root: Path, names: list[str], workers: int) -> dict[str, Any]:
-    from mtaffect.train.features import ensure_feature_cache
+    from mtaffect.features import ensure_feature_cache
 
     index = index_of(names)
     model = _models(args, device)(2).eval()
@@ -169,7 +169,7 @@ def cache_rate(args, device, root: Path, names: list[str], workers: int) -> dict
 
 
 def evaluate_rate(args, device, root: Path, names: list[str], workers: int) -> dict[str, Any]:
-    import mtaffect.evaluate as evaluate
+    import mtaffect.evaluate.frames as evaluate
     from mtaffect.models.preprocessing import Preprocessing
 
     index = index_of(names)

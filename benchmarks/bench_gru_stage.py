@@ -51,8 +51,8 @@ def synthetic_index(n_tracks: int, frames: int, seed: int = 0) -> pd.DataFrame:
 
 def write_cache(folder: Path, index: pd.DataFrame, n_draws: int = 9) -> object:
     """A feature-cache folder with random float16 embeddings (the GRU step does not care about values)."""
+    from mtaffect.features import FeatureCache, default_draws, frame_table
     from mtaffect.io import write_json, write_parquet
-    from mtaffect.train.features import FeatureCache, default_draws, frame_table
 
     frames = frame_table(index)
     folder.mkdir(parents=True, exist_ok=True)

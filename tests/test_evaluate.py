@@ -93,9 +93,9 @@ def test_cnn_validator_matches_direct_prediction_and_keeps_train_mode():
     assert model.training  # restored after evaluation
     validate = make_cnn_validator(index, {}, preprocessing=prep, reader=FakeReader(index), batch_size=7)
     got = validate(model)
-    from mtaffect.evaluate import _with_predictions
+    from mtaffect.evaluate import with_predictions
 
-    assert got == approx32(summary_metrics(_with_predictions(index, direct)))  # batch 5 vs 7
+    assert got == approx32(summary_metrics(with_predictions(index, direct)))  # batch 5 vs 7
 
 
 def perfect_predictions() -> pd.DataFrame:
@@ -138,3 +138,23 @@ def test_report_writes_csv_json_parquet_and_png(tmp_path):
     assert summary["summary"]["abaw_sum"] == pytest.approx(3.0)
     assert paths["confusion.png"].read_bytes()[:4] == b"\x89PNG"
     assert len(pd.read_parquet(paths["predictions.parquet"])) == len(preds)
+
+
+def test_labelled_rows_are_one_rule_for_evaluation_windows_and_task_sets():
+    from mtaffect.data.records import has_expression, has_va, make_records
+
+    index = make_records(
+        database="affwild2",
+        split="validation",
+        track="t",
+        frame=np.arange(5),
+        image=[f"{i}.jpg" for i in range(5)],
+        expression=np.array([0, 6, 7, np.nan, np.nan]),  # 7 = Other (ABAW3+)
+        valence=np.array([np.nan, 0.1, np.nan, 0.2, np.nan]),
+        arousal=np.array([np.nan, -0.1, np.nan, 0.3, 0.5]),  # row 4: arousal alone is no VA label
+    )
+    assert has_expression(index).tolist() == [True, True, False, False, False]
+    assert has_expression(index, other=True).tolist() == [True, True, True, False, False]
+    assert has_va(index).tolist() == [False, True, False, True, False]
+    # evaluation keeps the rows with a 7-class or VA label: Other alone and arousal alone drop out
+    assert labelled_frames(index)["image"].tolist() == ["0.jpg", "1.jpg", "3.jpg"]

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from mtaffect.data.prefetch import default_workers, ordered_chunks
 from mtaffect.evaluate import IN_MEMORY_LIMIT, make_cnn_validator, predict_cnn_frames
 from mtaffect.models.preprocessing import Preprocessing
-from mtaffect.train.prefetch import default_workers, ordered_chunks
 from test_features import PREP, FakeReader, build, tiny_cnn, toy_index
 
 
@@ -59,7 +59,7 @@ def test_feature_cache_resumed_with_workers_fills_only_missing_chunks(tmp_path):
 
 @pytest.mark.parametrize("in_memory", [True, False], ids=["kept", "streamed"])
 def test_cnn_evaluation_from_workers_equals_one_process(monkeypatch, in_memory):
-    import mtaffect.evaluate as evaluate
+    import mtaffect.evaluate.frames as evaluate
 
     if not in_memory:  # the streamed path (crops that do not fit in memory)
         monkeypatch.setattr(evaluate, "IN_MEMORY_LIMIT", 0)

@@ -9,9 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mtaffect.models.cnn import CNNConfig, MultitaskCNN
-from mtaffect.models.preprocessing import Preprocessing
-from mtaffect.train.features import (
+from mtaffect.features import (
     EVAL_DRAW,
     Draw,
     FeatureCache,
@@ -21,6 +19,8 @@ from mtaffect.train.features import (
     frame_table,
     parse_draws,
 )
+from mtaffect.models.cnn import CNNConfig, MultitaskCNN
+from mtaffect.models.preprocessing import Preprocessing
 
 SIZE = 24
 

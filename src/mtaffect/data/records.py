@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mtaffect.errors import InputFormatError
+from mtaffect.labels import EXPRESSIONS_8, NUM_EXPRESSIONS
 
 __all__ = [
     "COLUMNS",
@@ -34,6 +35,8 @@ __all__ = [
     "Skips",
     "make_records",
     "empty_records",
+    "has_expression",
+    "has_va",
     "check_relative_paths",
     "read_text_lines",
     "split_lines",
@@ -180,6 +183,19 @@ def make_records(n: int | None = None, **columns: Any) -> pd.DataFrame:
 def empty_records() -> pd.DataFrame:
     """An empty DataFrame with the index columns and dtypes."""
     return make_records(0)
+
+
+def has_expression(df: pd.DataFrame, *, other: bool = False) -> np.ndarray:
+    """Boolean mask (len(df),): rows whose ``expression`` is one of the 7 classes (0..6), or also 7
+    (Other, ABAW3+) when ``other``. NA, and any code outside the vocabulary, is "no label"."""
+    codes = df["expression"].to_numpy(dtype=np.float64, na_value=np.nan)  # NaN compares False below
+    upper = len(EXPRESSIONS_8) if other else NUM_EXPRESSIONS
+    return (codes >= 0) & (codes < upper)
+
+
+def has_va(df: pd.DataFrame) -> np.ndarray:
+    """Boolean mask (len(df),): rows carrying both a valence and an arousal label."""
+    return (df["valence"].notna() & df["arousal"].notna()).to_numpy(dtype=bool)
 
 
 _ESCAPE = re.compile(r"(?:^|/)\.\.(?:/|$)")

@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mtaffect.data.records import has_expression, has_va
 from mtaffect.errors import UserError
-from mtaffect.labels import NUM_EXPRESSIONS, TASK_SETS
+from mtaffect.labels import TASK_SETS
 from mtaffect.models.outputs import Targets
 
 __all__ = [
@@ -59,7 +60,7 @@ class SequenceConfig:
     task_sets: the GRU's task sets; default = the authors' (EXPR, VA); add EXPR_VA for T ∈ {1,2,3}.
     databases: video databases whose tracks form windows (the authors: Aff-Wild2 only).
     short: runs shorter than ``length``: "pad" (masked, default) or "drop" (authors).
-    translations/flips: the feature cache's augmentation draws (see mtaffect.train.features).
+    translations/flips: the feature cache's augmentation draws (see mtaffect.features).
     cache_batch: frames per feature-extraction chunk (the resumable unit).
     """
 
@@ -83,15 +84,6 @@ class SequenceConfig:
             raise ValueError(f"task_sets must be a non-empty subset of {TASK_SETS}, got {self.task_sets}")
 
 
-def _has_expression(df: pd.DataFrame) -> np.ndarray:
-    expr = df["expression"].astype("Int64")
-    return ((expr >= 0) & (expr < NUM_EXPRESSIONS)).fillna(False).to_numpy(dtype=bool)
-
-
-def _has_va(df: pd.DataFrame) -> np.ndarray:
-    return (df["valence"].astype("Float64").notna() & df["arousal"].astype("Float64").notna()).to_numpy(bool)
-
-
 def gru_frames(
     index: pd.DataFrame, config: SequenceConfig, splits: Sequence[str] = ("train", "validation")
 ) -> pd.DataFrame:
@@ -99,7 +91,7 @@ def gru_frames(
     label (7-class expression or valence/arousal). This is what the feature cache must cover."""
     keep = index["database"].isin(config.databases).to_numpy() & index["split"].isin(splits).to_numpy()
     keep &= index["frame"].astype("Int64").notna().to_numpy(dtype=bool)
-    keep &= _has_expression(index) | _has_va(index)
+    keep &= has_expression(index) | has_va(index)
     return index[keep]
 
 
@@ -109,11 +101,11 @@ def gru_task_frames(
     """Frames of one GRU task set: EXPR → expression-labelled, VA → VA-labelled, EXPR_VA → both."""
     frames = gru_frames(index, config, (split,))
     if task_set == "EXPR":
-        return frames[_has_expression(frames)]
+        return frames[has_expression(frames)]
     if task_set == "VA":
-        return frames[_has_va(frames)]
+        return frames[has_va(frames)]
     if task_set == "EXPR_VA":
-        return frames[_has_expression(frames) & _has_va(frames)]
+        return frames[has_expression(frames) & has_va(frames)]
     raise UserError(f"unknown task set {task_set!r}; known: {', '.join(TASK_SETS)}")
 
 
@@ -186,9 +178,9 @@ def build_window_set(
     if (cache_positions < 0).any():
         missing = frames.iloc[int(np.flatnonzero(cache_positions < 0)[0])]
         raise UserError(f"frame {missing['database']}/{missing['image']} is not in the feature cache")
-    has_expr = _has_expression(frames)
+    has_expr = has_expression(frames)
     expr = np.where(has_expr, frames["expression"].astype("Int64").fillna(0).to_numpy(np.int64), 0)
-    has_va = _has_va(frames)
+    labelled_va = has_va(frames)
     val = frames["valence"].astype("Float64").fillna(0.0).to_numpy(np.float32)
     aro = frames["arousal"].astype("Float64").fillna(0.0).to_numpy(np.float32)
     frame_no = frames["frame"].astype("Int64").to_numpy(np.int64)
@@ -218,7 +210,7 @@ def build_window_set(
         has_expression=has_expr[rows_w] & valid_w,
         valence=val[rows_w],
         arousal=aro[rows_w],
-        has_va=has_va[rows_w] & valid_w,
+        has_va=labelled_va[rows_w] & valid_w,
         rows=np.where(valid_w, rows_w, -1),
     )
 

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import Sampler
 
 from mtaffect import labels
+from mtaffect.data.records import has_expression, has_va
 from mtaffect.errors import UserError
 
 __all__ = [
@@ -131,18 +132,6 @@ def undersample(expression: np.ndarray, steps: Sequence[tuple[str, int]]) -> np.
     return keep
 
 
-def _has_expr(df: pd.DataFrame, seven: bool) -> np.ndarray:
-    expr = df["expression"].to_numpy(dtype=np.float64, na_value=np.nan)
-    ok = ~np.isnan(expr)
-    if seven:
-        ok &= expr < labels.NUM_EXPRESSIONS
-    return ok
-
-
-def _has_va(df: pd.DataFrame) -> np.ndarray:
-    return (df["valence"].notna() & df["arousal"].notna()).to_numpy(dtype=bool)
-
-
 def _check_finite(index: pd.DataFrame) -> None:
     """Refuse an index holding infinite VA labels (written before the readers refused them): they
     would make every validation score NaN and flatten the VA sampling weights."""
@@ -165,23 +154,23 @@ def build_task_sets(index: pd.DataFrame, config: TaskSetConfig | None = None) ->
     primary_train = (database == config.primary_database) & (split == "train")
     if len(config.exclude_tracks):
         primary_train &= ~index["track"].isin(list(config.exclude_tracks)).to_numpy(dtype=bool)
-    has_expr = _has_expr(index, config.seven_classes)
-    has_va = _has_va(index)
+    has_expr = has_expression(index, other=not config.seven_classes)
+    with_va = has_va(index)
     labelled = split != "test"
 
     expr_rows = np.flatnonzero(primary_train & has_expr)
     codes = index["expression"].to_numpy(dtype=np.float64, na_value=np.nan)[expr_rows]
     expr_rows = expr_rows[undersample(codes, config.undersample)]
     expr_extra = np.flatnonzero(np.isin(database, list(config.expr_databases)) & has_expr & labelled)
-    va_rows = np.flatnonzero(primary_train & has_va)[:: config.va_every]
-    va_extra = np.flatnonzero(np.isin(database, list(config.va_databases)) & has_va & labelled)
+    va_rows = np.flatnonzero(primary_train & with_va)[:: config.va_every]
+    va_extra = np.flatnonzero(np.isin(database, list(config.va_databases)) & with_va & labelled)
     parts = []
     if config.expr_va_source in ("affectnet", "both"):
         parts.append(
-            np.flatnonzero(np.isin(database, list(config.expr_va_databases)) & has_expr & has_va & labelled)
+            np.flatnonzero(np.isin(database, list(config.expr_va_databases)) & has_expr & with_va & labelled)
         )
     if config.expr_va_source in ("affwild2_shared", "both"):
-        parts.append(np.flatnonzero(primary_train & has_expr & has_va)[:: config.expr_va_every])
+        parts.append(np.flatnonzero(primary_train & has_expr & with_va)[:: config.expr_va_every])
     expr_va_rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     train = {
@@ -190,14 +179,14 @@ def build_task_sets(index: pd.DataFrame, config: TaskSetConfig | None = None) ->
         "EXPR_VA": index.iloc[expr_va_rows],
     }
     validation = index[
-        (database == config.validation_database) & (split == "validation") & (has_expr | has_va)
+        (database == config.validation_database) & (split == "validation") & (has_expr | with_va)
     ]
     if config.seven_classes:
         other = validation["expression"] >= labels.NUM_EXPRESSIONS
         if other.any():
             validation = validation.copy()
             validation.loc[other.fillna(False).to_numpy(dtype=bool), "expression"] = pd.NA
-            validation = validation[_has_expr(validation, True) | _has_va(validation)]
+            validation = validation[has_expression(validation) | has_va(validation)]
     return TaskSets(train=train, validation=validation, config=config)
 
 

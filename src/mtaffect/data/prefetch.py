@@ -1,5 +1,5 @@
 """Whole chunks of frames read ahead in worker processes, in order: the decode side of the GRU feature
-cache and of ``mtaffect evaluate``.
+cache (:mod:`mtaffect.features`) and of ``mtaffect evaluate``.
 
 Reading a face means decoding its JPEG; on a GPU machine one process decodes > 10× slower than the
 CNN consumes (PERFORMANCE.md §5b). :func:`ordered_chunks` runs a chunk builder in a DataLoader's

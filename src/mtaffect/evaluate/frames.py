@@ -1,22 +1,9 @@
-"""Evaluation: the official per-frame protocol on every labelled frame of a split.
+"""Per-frame predictions of a CNN or a GRU on index rows, and the training loop's validators.
 
-* **CNN**: every frame once, with the evaluation transform (resize ×1.2, centre crop; METHOD.md §4.4).
-* **GRU**: per track, windows of ``length`` frames with stride ``eval_stride`` planned in
-  ``mode="predict"`` (:func:`mtaffect.windows.plan_windows`: gaps split runs, short runs are padded
-  and masked, the last window is aligned to the run's end); overlapping steps are averaged by
-  :func:`mtaffect.windows.stitch`, so **every frame is predicted exactly once and in order**. The
-  authors' test script keeps the first occurrence per frame after a collate transposition that
-  misaligns the last batch of every video (METHOD.md §8.1 bug 1); we never reorder: predictions are
-  written back by position.
-
-Metrics (:mod:`mtaffect.metrics`) are computed over all frames concatenated, per database and for all
-databases: EXPR (macro F1, accuracy, score = 0.67·F1 + 0.33·acc) on expression-labelled frames, CCC of
-valence and arousal on VA-labelled frames, and ``abaw_sum`` = EXPR score + CCC_V + CCC_A (the
-checkpoint-selection criterion of the training loop, METHOD.md §5).
-
-Python API: :func:`predict_cnn_frames`, :func:`predict_gru_frames`, :func:`score_table`,
-:func:`summary_metrics`, :func:`make_cnn_validator`, :func:`make_gru_validator` (the per-epoch
-``validate(model) -> dict`` of the training loop) and :func:`evaluate_checkpoint` (the CLI's work).
+The protocol (resize ×1.2 and centre crop for the CNN; GRU windows planned in predict mode and
+stitched back so every frame is predicted exactly once and in order) is described in
+:mod:`mtaffect.evaluate`. Each ``predict_*_frames`` returns (N, 9) float32 in the order of its
+``frames``: 7 expression probabilities (``labels.EXPRESSIONS`` order), valence, arousal.
 """
 
 from __future__ import annotations
@@ -29,38 +16,23 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mtaffect import metrics
-from mtaffect.labels import EXPRESSIONS, NUM_EXPRESSIONS
+from mtaffect.data.records import has_expression, has_va
+from mtaffect.evaluate.scores import summary_metrics, with_predictions
+from mtaffect.labels import NUM_EXPRESSIONS
 from mtaffect.runtime import autocast, inference, resolve_device
 
 __all__ = [
-    "EvaluationResult",
-    "evaluate_checkpoint",
-    "format_table",
-    "plot_confusion",
-    "write_report",
+    "IN_MEMORY_LIMIT",
     "labelled_frames",
     "make_cnn_validator",
     "make_gru_validator",
     "window_validator",
     "predict_cnn_frames",
     "predict_gru_frames",
-    "score_table",
-    "summary_metrics",
 ]
 
-PROB_COLUMNS = [f"p_{name.lower()}" for name in EXPRESSIONS]
 IN_MEMORY_LIMIT = 1 << 30
 """Validation crops up to this many bytes are decoded once and kept in memory across epochs."""
-
-
-def _has_expression(df: pd.DataFrame) -> np.ndarray:
-    expr = df["expression"].astype("Int64")
-    return ((expr >= 0) & (expr < NUM_EXPRESSIONS)).fillna(False).to_numpy(dtype=bool)
-
-
-def _has_va(df: pd.DataFrame) -> np.ndarray:
-    return (df["valence"].astype("Float64").notna() & df["arousal"].astype("Float64").notna()).to_numpy(bool)
 
 
 def labelled_frames(
@@ -72,7 +44,7 @@ def labelled_frames(
 ) -> pd.DataFrame:
     """Rows of ``split`` carrying a 7-class expression or a valence/arousal label (optionally only
     the databases given, only video frames)."""
-    keep = (index["split"] == split).to_numpy(dtype=bool) & (_has_expression(index) | _has_va(index))
+    keep = (index["split"] == split).to_numpy(dtype=bool) & (has_expression(index) | has_va(index))
     if databases:
         keep &= index["database"].isin(databases).to_numpy(dtype=bool)
     if videos_only:
@@ -106,7 +78,7 @@ def _decoding(model: nn.Module) -> str:
 class _EvalCrops:
     """Evaluation crops of a fixed frame list: read (and centre-cropped) once if they fit in memory.
 
-    Batches are read ahead in ``workers`` processes (:func:`mtaffect.train.prefetch.ordered_chunks`,
+    Batches are read ahead in ``workers`` processes (:func:`mtaffect.data.prefetch.ordered_chunks`,
     pinned when ``pin``), in order: the crops do not depend on ``workers``.
     """
 
@@ -136,7 +108,7 @@ class _EvalCrops:
         return eval_batch(np.asarray(self.reader.read(rows)), self.size, resize_factor=self.resize_factor)
 
     def _stream(self, pin: bool):
-        from mtaffect.train.prefetch import ordered_chunks
+        from mtaffect.data.prefetch import ordered_chunks
 
         n_batches = -(-self.n // self.batch_size)
         return ordered_chunks(self._read, n_batches, workers=self.workers, pin_memory=pin)
@@ -175,7 +147,7 @@ def _eval_crops(
 ) -> _EvalCrops:
     """The evaluation crops of ``frames`` in batches, decoded by ``workers`` processes (None: the
     device's default), pinned on CUDA; ``reader`` None reads them with a :class:`FaceReader`."""
-    from mtaffect.train.prefetch import default_workers
+    from mtaffect.data.prefetch import default_workers
 
     if reader is None:
         from mtaffect.data.faces import FaceReader
@@ -207,7 +179,7 @@ def predict_cnn_frames(
     """Per-frame predictions of a CNN on ``frames`` (index rows) → (N, 9): 7 probabilities, V, A.
 
     ``workers``: processes decoding batches ahead of the model (None: 8 at most on CUDA, none on CPU;
-    :func:`mtaffect.train.prefetch.default_workers`); the predictions do not depend on it.
+    :func:`mtaffect.data.prefetch.default_workers`); the predictions do not depend on it.
     """
 
     device = resolve_device(device)
@@ -270,85 +242,6 @@ def predict_gru_frames(
     return result
 
 
-def _with_predictions(frames: pd.DataFrame, predicted: np.ndarray) -> pd.DataFrame:
-    out = frames.reset_index(drop=True).copy()
-    probs = predicted[:, :NUM_EXPRESSIONS]
-    out["pred_expression"] = probs.argmax(axis=1).astype(np.int64)
-    for i, column in enumerate(PROB_COLUMNS):
-        out[column] = probs[:, i]
-    out["pred_valence"] = predicted[:, NUM_EXPRESSIONS]
-    out["pred_arousal"] = predicted[:, NUM_EXPRESSIONS + 1]
-    return out
-
-
-def _scores(df: pd.DataFrame) -> dict[str, float]:
-    row: dict[str, float] = {}
-    has_e, has_va = _has_expression(df), _has_va(df)
-    row["n_expression"] = int(has_e.sum())
-    if has_e.any():
-        s = metrics.expr_score(
-            df["expression"].astype("Int64").to_numpy(np.int64, na_value=0)[has_e],
-            df["pred_expression"].to_numpy()[has_e],
-        )
-        row.update(expr_f1=s["f1"], expr_accuracy=s["accuracy"], expr_score=s["score"])
-    row["n_va"] = int(has_va.sum())
-    if has_va.any():
-        true_v = df["valence"].astype("Float64").to_numpy(np.float64, na_value=np.nan)[has_va]
-        true_a = df["arousal"].astype("Float64").to_numpy(np.float64, na_value=np.nan)[has_va]
-        v = metrics.va_scores(
-            true_v, df["pred_valence"].to_numpy()[has_va], true_a, df["pred_arousal"].to_numpy()[has_va]
-        )
-        row.update(ccc_valence=v["ccc_valence"], ccc_arousal=v["ccc_arousal"], ccc_mean=v["ccc_mean"])
-    row["abaw_sum"] = row.get("expr_score", 0.0) + row.get("ccc_valence", 0.0) + row.get("ccc_arousal", 0.0)
-    return row
-
-
-TABLE_COLUMNS = [
-    "database",
-    "n_expression",
-    "expr_f1",
-    "expr_accuracy",
-    "expr_score",
-    "n_va",
-    "ccc_valence",
-    "ccc_arousal",
-    "ccc_mean",
-    "abaw_sum",
-]
-
-
-def score_table(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Per database (and "all" when there are several) ABAW scores of per-frame predictions.
-
-    Columns: database, n_expression, expr_f1, expr_accuracy, expr_score, n_va, ccc_valence,
-    ccc_arousal, ccc_mean, abaw_sum (NaN where a database has no frame of a task).
-    """
-    rows = [{"database": db, **_scores(part)} for db, part in predictions.groupby("database", sort=True)]
-    if len(rows) != 1:
-        rows.append({"database": "all", **_scores(predictions)})
-    return pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
-
-
-def summary_metrics(predictions: pd.DataFrame) -> dict[str, float]:
-    """The loop's validation dict over all frames.
-
-    Keys: expr_score, expr_f1, expr_accuracy, ccc_valence, ccc_arousal, ccc_mean, abaw_sum.
-    """
-    row = _scores(predictions)
-    return {
-        k: float(row.get(k, 0.0))
-        for k in (
-            "expr_score",
-            "expr_f1",
-            "expr_accuracy",
-            "ccc_valence",
-            "ccc_arousal",
-            "ccc_mean",
-            "abaw_sum",
-        )
-    }
-
-
 def make_cnn_validator(
     frames: pd.DataFrame,
     meta: dict,
@@ -371,7 +264,7 @@ def make_cnn_validator(
     crops = _eval_crops(frames, meta, preprocessing, resize_factor, batch_size, device, reader, workers)
 
     def validate(model: nn.Module) -> dict[str, float]:
-        return summary_metrics(_with_predictions(frames, _run_cnn(model, crops, preprocessing, device)))
+        return summary_metrics(with_predictions(frames, _run_cnn(model, crops, preprocessing, device)))
 
     return validate
 
@@ -392,7 +285,7 @@ def make_gru_validator(
         predicted = predict_gru_frames(
             model, cache, frames, length=length, stride=stride, batch_size=batch_size, device=device
         )
-        return summary_metrics(_with_predictions(frames, predicted))
+        return summary_metrics(with_predictions(frames, predicted))
 
     return validate
 
@@ -422,13 +315,3 @@ def window_validator(
         batch_size=batch_size,
         device=device,
     )
-
-
-# Checkpoint evaluation and report writers live in mtaffect.evaluate_report (this module's size).
-from mtaffect.evaluate_report import (  # noqa: E402
-    EvaluationResult,
-    evaluate_checkpoint,
-    format_table,
-    plot_confusion,
-    write_report,
-)

@@ -1,7 +1,8 @@
 """Checkpoint evaluation (what ``mtaffect evaluate`` runs) and its reports: the score table as text,
 the confusion-matrix plot, the files of ``--out``.
 
-Split from :mod:`mtaffect.evaluate` (which re-exports these names); the protocol is described there.
+The protocol is described in :mod:`mtaffect.evaluate` (which re-exports these names); the frames are
+predicted by :mod:`mtaffect.evaluate.frames` and scored by :mod:`mtaffect.evaluate.scores`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,9 @@ import numpy as np
 import pandas as pd
 
 from mtaffect import metrics
-from mtaffect.evaluate import (
-    _has_expression,
-    labelled_frames,
-    predict_cnn_frames,
-    predict_gru_frames,
-    score_table,
-    summary_metrics,
-)
-from mtaffect.evaluate import _with_predictions as with_predictions
+from mtaffect.data.records import has_expression
+from mtaffect.evaluate.frames import labelled_frames, predict_cnn_frames, predict_gru_frames
+from mtaffect.evaluate.scores import score_table, summary_metrics, with_predictions
 from mtaffect.labels import EXPRESSIONS, NUM_EXPRESSIONS
 
 __all__ = ["EvaluationResult", "evaluate_checkpoint", "format_table", "plot_confusion", "write_report"]
@@ -63,8 +58,8 @@ def evaluate_checkpoint(
     """
     from mtaffect.checkpoint import load_model
     from mtaffect.errors import UserError
+    from mtaffect.features import EVAL_DRAW, ensure_feature_cache, ensure_gru_features
     from mtaffect.runtime import resolve_device
-    from mtaffect.train.features import EVAL_DRAW, ensure_feature_cache, ensure_gru_features
 
     dev = resolve_device(device)
     if isinstance(index, pd.DataFrame):
@@ -168,7 +163,7 @@ def plot_confusion(predictions: pd.DataFrame, path: str | Path, title: str = "")
 
     from mtaffect.io import atomic_path
 
-    has_e = _has_expression(predictions)
+    has_e = has_expression(predictions)
     truth = predictions["expression"].astype("Int64").to_numpy(np.int64, na_value=0)[has_e]
     counts = metrics.confusion_matrix(truth, predictions["pred_expression"].to_numpy()[has_e])
     totals = counts.sum(axis=1, keepdims=True)
@@ -221,7 +216,7 @@ def write_report(result: EvaluationResult, out_dir: str | Path, *, checkpoint: s
         },
     )
     write_parquet(result.predictions, paths["predictions.parquet"], index=False)
-    if _has_expression(result.predictions).any():
+    if has_expression(result.predictions).any():
         plot_confusion(result.predictions, paths["confusion.png"])
     else:
         paths.pop("confusion.png")

@@ -1,4 +1,7 @@
-"""The GRU stage's feature cache: the frozen CNN student run once per frame and augmentation draw.
+"""The GRU stages' feature cache: the frozen CNN student run once per frame and augmentation draw.
+
+Layer: above :mod:`mtaffect.checkpoint`, below :mod:`mtaffect.evaluate` and :mod:`mtaffect.train`,
+which both read it (the GRU stages train on it; evaluating a GRU checkpoint reuses or fills it).
 
 The authors' GRU stage recomputes the frozen ResNet-50 on every frame of every window at every step,
 for the GRU teacher and again for the GRU student (METHOD.md §1.3, PERFORMANCE.md §5). The GRU only
@@ -46,13 +49,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mtaffect.data.prefetch import default_workers, ordered_chunks
 from mtaffect.errors import UserError
 from mtaffect.io import write_json, write_parquet
 from mtaffect.labels import HEAD_TASKS
 from mtaffect.runtime import autocast, resolve_device, weights_sha256
-from mtaffect.train.prefetch import default_workers, ordered_chunks
 
 __all__ = [
+    "EVAL_DRAW",
     "Draw",
     "FeatureCache",
     "apply_draw",
@@ -61,6 +65,7 @@ __all__ = [
     "ensure_gru_features",
     "feature_cache_key",
     "frame_table",
+    "parse_draws",
 ]
 
 FORMAT = 1
