@@ -171,3 +171,69 @@ def test_cropped_tables_without_frame_counts_write_nothing_and_name_every_track(
     assert "2 of 3 tracks" in message and "a_left" in message and "b:" in message
     assert "--frame-counts" in message and "--videos" in message
     assert not (tmp_path / "out").exists()  # no empty VA_Set folder, no partial file
+
+
+def test_reader_and_validator_share_the_per_track_format(tmp_path) -> None:
+    """One parser: a bad row gets the same file:line message from the Aff-Wild2 reader (strict) and the
+    submission validator; the validator adds the submission's own rules (no -1, no BOM)."""
+    from mtaffect.data.records import Skips
+    from mtaffect.data.sources.affwild2 import parse_expr_file, parse_va_file
+    from mtaffect.errors import InputFormatError
+
+    folder = tmp_path / "EXPR_Set"
+    folder.mkdir()
+    expr = folder / "t1.txt"
+    expr.write_bytes((",".join(EXPRESSIONS) + "\r\n0\r\n-1\r\nx\r\n").encode())
+    with pytest.raises(InputFormatError) as err:
+        parse_expr_file(expr, Skips())
+    problems = sub.validate_submission(folder, "EXPR")
+    assert problems == [f"{expr}:3: class -1 outside 0..6", str(err.value)]  # line order
+    assert str(err.value).startswith(f"{expr}:4: expected one integer")
+
+    va_folder = tmp_path / "VA_Set"
+    va_folder.mkdir()
+    va = va_folder / "t1.txt"
+    va.write_bytes(b"\xef\xbb\xbfvalence,arousal\n0.5,nan\n-5,-5\n0.1,0.2\n\n")
+    with pytest.raises(InputFormatError) as err:
+        parse_va_file(va, Skips())
+    problems = sub.validate_submission(va_folder, "VA", frame_counts={"t1": 3})
+    assert problems == [
+        f"{va}:1: starts with a UTF-8 byte-order mark",
+        str(err.value),
+        f"{va}:3: values outside [-1, 1]: '-5,-5'",
+    ]
+    assert str(err.value).startswith(f"{va}:2: arousal 'nan'")
+
+
+def test_submit_reads_test_lists_with_the_data_layers_reader(tmp_path, capsys) -> None:
+    """Duplicates are dropped (a track is written once), a path is not a track name, an empty list is
+    refused; each error names the file (and line)."""
+    preds = tmp_path / "preds" / "vid"
+    preds.mkdir(parents=True)
+    _table("vid", [0, 4], n_video=6).to_parquet(preds / "predictions.parquet")
+    test_list = tmp_path / "test.txt"
+    base = ["submit", "--predictions", str(tmp_path / "preds"), "--task", "EXPR", "--format", "abaw5"]
+    test_list.write_text("vid\r\nvid\r\n")
+    assert main(base + ["--test-list", str(test_list), "--out", str(tmp_path / "out")]) == 0
+    assert len((tmp_path / "out" / "EXPR_predictions.txt").read_text().splitlines()) == 7  # not 13
+    test_list.write_text("vid\n../vid\n")
+    assert main(base + ["--test-list", str(test_list), "--out", str(tmp_path / "x")]) == 2
+    assert f"{test_list}:2: '../vid' is not a track name" in capsys.readouterr().err
+    test_list.write_text("\n \n")
+    assert main(base + ["--test-list", str(test_list), "--out", str(tmp_path / "x")]) == 2
+    assert f"{test_list}: test list is empty" in capsys.readouterr().err
+
+
+def test_frame_count_from_videos_of_any_known_container(tmp_path, monkeypatch) -> None:
+    """The video search uses predict.media's extension list (case-insensitive), exact stems only."""
+    videos = tmp_path / "videos"
+    (videos / "batch").mkdir(parents=True)
+    (videos / "batch" / "clip.MKV").write_bytes(b"")
+    (videos / "clip.part.mp4").write_bytes(b"")
+    (videos / "clip.txt").write_bytes(b"")
+    decoded = []
+    monkeypatch.setattr("mtaffect.predict.media.count_frames", lambda path: decoded.append(path) or 4)
+    inputs = sub.SubmissionInputs({"clip": _table("clip", [0, 2])}, videos=videos)
+    folder = sub.write_abaw2(["clip_left"], inputs, "VA", tmp_path / "out")
+    assert len((folder / "clip_left.txt").read_text().splitlines()) == 5
+    assert decoded == [videos / "batch" / "clip.MKV"]

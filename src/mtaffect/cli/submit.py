@@ -35,10 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mtaffect.data.sources.testlists import read_test_list
     from mtaffect.predict import submission as sub
 
     counts = sub.read_frame_counts(args.frame_counts) if args.frame_counts else {}
-    tests = sub.read_test_list(args.test_list) if args.test_list else None
+    tests = read_test_list(args.test_list, allow_empty=False) if args.test_list else None
     if args.validate:
         problems = sub.validate_submission(
             args.validate, args.task, test_list=tests, frame_counts=counts or None, example=args.example

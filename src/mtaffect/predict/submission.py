@@ -21,10 +21,15 @@ decode), a full decode of the raw video. Predictions beyond N are dropped with a
 folder, frames = image number − 1. A table of a raw video may hold several people: track
 ``<video>_left`` / ``_right`` takes the person whose mean box centre is further left / right;
 an unsuffixed track takes the person seen in the most frames.
+
+**Formats read elsewhere.** The per-track text format (header, one row per frame) has its one home
+in :mod:`mtaffect.data.sources.abaw_text`, shared with the Aff-Wild2 reader; test lists are read by
+:func:`mtaffect.data.sources.testlists.read_test_list`.
 """
 
 from __future__ import annotations
 
+import glob
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +37,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mtaffect.data.numbers import NumberError
+from mtaffect.data.sources import abaw_text
 from mtaffect.errors import InputFormatError, UserError
 from mtaffect.io import atomic_open
-from mtaffect.labels import EXPRESSIONS, EXPRESSIONS_8
 
 __all__ = [
-    "HEADERS",
-    "read_test_list",
     "read_frame_counts",
     "load_predictions",
     "track_values",
@@ -49,12 +53,13 @@ __all__ = [
     "SubmissionInputs",
 ]
 
-HEADERS = {"EXPR": ",".join(EXPRESSIONS), "VA": "valence,arousal"}
-ABAW5_HEADERS = {"EXPR": "image_location," + ",".join(EXPRESSIONS_8), "VA": "image_location,valence,arousal"}
+ABAW5_HEADERS = {
+    "EXPR": "image_location," + abaw_text.EXPR_HEADER_8,
+    "VA": "image_location," + abaw_text.VA_HEADER,
+}
 FOLDERS = {"EXPR": "EXPR_Set", "VA": "VA_Set"}
 TASKS = ("EXPR", "VA")
 _SIDE = re.compile(r"^(?P<base>.+)_(?P<side>left|right)$")
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 
 def _check_task(task: str) -> str:
@@ -62,19 +67,6 @@ def _check_task(task: str) -> str:
     if task not in TASKS:
         raise UserError(f"task must be EXPR or VA, got {task!r}")
     return task
-
-
-def read_test_list(path: str | Path) -> list[str]:
-    """Track names, one per line (BOM, blanks and surrounding spaces ignored; order kept)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as err:
-        raise InputFormatError(path, f"cannot read test list: {err}") from err
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise InputFormatError(path, "test list is empty")
-    return names
 
 
 def read_frame_counts(path: str | Path) -> dict[str, int]:
@@ -134,8 +126,7 @@ def _frame_count(track: str, inputs: SubmissionInputs, table_name: str | None) -
         return inputs.frame_counts[track], "frame-count file"
     if inputs.annotations is not None:
         for f in inputs.annotations.rglob(f"{track}.txt"):
-            lines = [ln for ln in f.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
-            return max(0, len(lines) - 1), f"annotation {f}"
+            return abaw_text.count_frame_rows(f), f"annotation {f}"
     base = _SIDE.match(track).group("base") if _SIDE.match(track) else track
     if table_name is not None and table_name == base:
         df = inputs.tables[table_name]
@@ -143,11 +134,16 @@ def _frame_count(track: str, inputs: SubmissionInputs, table_name: str | None) -
         if len(df) and df["time"].notna().all() and df["frame"].nunique() == int(df["frame"].max()) + 1:
             return int(df["frame"].max()) + 1, "prediction table of the whole video"
     if inputs.videos is not None:
-        from mtaffect.predict.media import count_frames
+        from mtaffect.predict.media import VIDEO_EXTENSIONS, count_frames
 
-        for ext in VIDEO_EXTS:
-            for f in inputs.videos.rglob(base + ext):
-                return count_frames(f), f"decode of {f}"
+        # one walk of the folder; of several containers of one video, the first path in sort order
+        found = sorted(
+            f
+            for f in inputs.videos.rglob(glob.escape(base) + ".*")
+            if f.stem == base and f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file()
+        )
+        if found:
+            return count_frames(found[0]), f"decode of {found[0]}"
     raise UserError(
         f"{track}: unknown frame count; give --frame-counts, --annotations or --videos "
         "(or predict on the raw video)"
@@ -250,7 +246,7 @@ def write_abaw2(
     target.mkdir(parents=True, exist_ok=True)
     for track, values in filled.items():
         with atomic_open(target / f"{track}.txt", "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(HEADERS[task] + "\n")
+            handle.write(abaw_text.HEADERS[task] + "\n")
             handle.writelines(_line(task, v) + "\n" for v in values)
     return target
 
@@ -324,49 +320,67 @@ def validate_submission(
 
 
 def _check_value(task: str, text: str, n_classes: int) -> str | None:
-    parts = [p.strip() for p in text.split(",")]
-    if task == "EXPR":
-        if len(parts) != 1 or not re.fullmatch(r"-?\d+", parts[0]):
-            return f"expected one integer class, got {text!r}"
-        if not 0 <= int(parts[0]) < n_classes:
-            return f"class {parts[0]} outside 0..{n_classes - 1}"
-        return None
-    if len(parts) != 2:
-        return f"expected 'valence,arousal', got {text!r}"
+    """The problem of one prediction ``text`` (None when fine): the per-track format's syntax
+    (:mod:`mtaffect.data.sources.abaw_text`), then the submission's ranges."""
     try:
-        vals = [float(p) for p in parts]
-    except ValueError:
-        return f"not numbers: {text!r}"
-    if not all(np.isfinite(v) and -1.0 <= v <= 1.0 for v in vals):
-        return f"values outside [-1, 1]: {text!r}"
-    return None
+        if task == "EXPR":
+            return _expr_range(abaw_text.parse_expr_line(text), n_classes)
+        return _va_range(abaw_text.parse_va_line(text), text)
+    except NumberError as err:
+        return str(err)
 
 
-def _validate_abaw2(folder, task, test_list, frame_counts) -> list[str]:
+def _expr_range(code: int, n_classes: int) -> str | None:
+    # a submission predicts a class for every frame: no -1 (unannotated) as in the annotations
+    return None if 0 <= code < n_classes else f"class {code} outside 0..{n_classes - 1}"
+
+
+def _va_range(values, text: str) -> str | None:
+    return None if all(-1.0 <= v <= 1.0 for v in values) else f"values outside [-1, 1]: {text!r}"
+
+
+def _validate_abaw2(folder: Path, task: str, test_list, frame_counts) -> list[str]:
     problems = []
     files = {p.stem: p for p in sorted(folder.glob("*.txt"))}
     if test_list is not None:
         problems += [f"{folder}: missing {t}.txt (in the test list)" for t in test_list if t not in files]
         problems += [f"{p}: track not in the test list" for t, p in files.items() if t not in set(test_list)]
-    n_classes = 7
+    allowed = {abaw_text.HEADERS[task]} | ({abaw_text.EXPR_HEADER_8} if task == "EXPR" else set())
     for track, f in files.items():
-        lines = f.read_text(encoding="utf-8").splitlines()
-        while lines and not lines[-1].strip():
-            lines.pop()
-        if not lines:
-            problems.append(f"{f}:1: empty file")
-            continue
-        header = lines[0].strip()
-        allowed = {HEADERS[task]} | ({",".join(EXPRESSIONS_8)} if task == "EXPR" else set())
-        if header not in allowed:
-            problems.append(f"{f}:1: header {header!r}, expected {HEADERS[task]!r}")
-        n_classes = 8 if header == ",".join(EXPRESSIONS_8) else 7
-        for i, line in enumerate(lines[1:], 2):
-            msg = _check_value(task, line, n_classes)
-            if msg:
-                problems.append(f"{f}:{i}: {msg}")
-        if frame_counts and track in frame_counts and len(lines) - 1 != frame_counts[track]:
-            problems.append(f"{f}: {len(lines) - 1} frame lines, expected {frame_counts[track]}")
+        problems += _validate_track_file(f, task, allowed, (frame_counts or {}).get(track))
+    return problems
+
+
+def _validate_track_file(f: Path, task: str, allowed: set[str], expected: int | None) -> list[str]:
+    """Problems of one ABAW2 ``<track>.txt`` as ``file:line: message``, in line order."""
+    content = abaw_text.read_track_file(f)
+    if not content.header and not content.body:
+        return [f"{f}:1: empty file"]
+    found: list[tuple[int, str]] = []
+    if content.bom:  # the reader tolerates one; a submission is written without
+        found.append((1, "starts with a UTF-8 byte-order mark"))
+    if content.header not in allowed:
+        found.append((1, f"header {content.header!r}, expected {abaw_text.HEADERS[task]!r}"))
+    malformed: set[int] = set()
+
+    def report(line: int, message: str) -> None:
+        malformed.add(line)
+        found.append((line, message))
+
+    rows = content.rows()
+    if task == "EXPR":
+        n_classes = 8 if content.header == abaw_text.EXPR_HEADER_8 else 7
+        codes = abaw_text.parse_expr_rows(content, report)
+        for r in np.flatnonzero((codes < 0) | (codes >= n_classes)):  # malformed rows are -1 here
+            if r + 2 not in malformed:
+                found.append((int(r) + 2, _expr_range(int(codes[r]), n_classes)))
+    else:
+        values = abaw_text.parse_va_rows(content, report)  # malformed rows are NaN: never out of range
+        for r in np.flatnonzero(((values < -1.0) | (values > 1.0)).any(axis=1)):
+            found.append((int(r) + 2, _va_range(values[r], rows[r].decode("utf-8", "replace"))))
+    problems = [f"{f}:{line}: {message}" for line, message in sorted(found, key=lambda p: p[0])]
+    if expected is not None and len(rows) != expected:
+        problems.append(f"{f}: {len(rows)} frame lines, expected {expected}")
     return problems
 
 

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mtaffect import labels
-from mtaffect.data.numbers import NumberError, bulk_numbers, parse_number
 from mtaffect.data.records import Skips, make_records, string_array
+from mtaffect.data.sources import abaw_text
 from mtaffect.data.sources.affwild2_mtl import MTL_FILES, parse_mtl_file
 from mtaffect.data.sources.testlists import is_test_list_name, read_test_list, test_list_task
 
@@ -52,11 +52,6 @@ TASK_DIRS = {
 SPLIT_DIRS = {"Train_Set": "train", "Training_Set": "train", "Validation_Set": "validation"}
 IMAGE_ROOTS = ("cropped_aligned", "cropped_aligned_new_50_vids")
 _SKIP_DIRS = {*IMAGE_ROOTS, "videos", "cropped", "batch1", "batch2", "batch3"}
-_EXPR_HEADERS = {
-    ",".join(labels.EXPRESSIONS).lower(): 7,
-    ",".join(labels.EXPRESSIONS_8).lower(): 8,
-}
-_VA_HEADER = "valence,arousal"
 _CODE_TEXT = [str(i) for i in range(8)]
 
 
@@ -159,21 +154,9 @@ def list_frames(folder: Path) -> tuple[np.ndarray, pa.Array, int]:
     return frames, names, ignored
 
 
-def _split_header(path: Path) -> tuple[str, bytes]:
-    """The header line and the body (LF line ends: CRLF and lone CR normalised, BOM dropped)."""
-    raw = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    head, _, body = raw.partition(b"\n")
-    return head.decode("utf-8", errors="replace").strip(), body.rstrip()
-
-
-def _lines(body: bytes) -> list[bytes]:
-    return body.split(b"\n") if body else []
-
-
-def _text(line: bytes) -> str:
-    return line.decode("utf-8", errors="replace")
+def _reporter(skips: Skips, path: Path) -> abaw_text.Report:
+    """A malformed row of ``path``: raised (strict) or counted (lenient) by ``skips``."""
+    return lambda line, message: skips.malformed(DATABASE, path, line, message)
 
 
 def parse_expr_file(path: Path, skips: Skips) -> tuple[np.ndarray, int] | None:
@@ -182,27 +165,18 @@ def parse_expr_file(path: Path, skips: Skips) -> tuple[np.ndarray, int] | None:
     The header names the classes, but each data line holds one integer (§1.3). Returns None
     when the header is wrong and the file is skipped (lenient mode).
     """
-    header, body = _split_header(path)
-    n_classes = _EXPR_HEADERS.get(header.replace(" ", "").lower())
+    track = abaw_text.read_track_file(path)
+    n_classes = abaw_text.expr_classes(track.header)
     if n_classes is None:
         skips.malformed(
             DATABASE,
             path,
             1,
-            f"expected an EXPR header ({','.join(labels.EXPRESSIONS)}[,Other]), found {header[:80]!r}",
+            f"expected an EXPR header ({abaw_text.EXPR_HEADER}[,Other]), found {track.header[:80]!r}",
             reason="bad_header",
         )
         return None
-    lines = _lines(body)
-    fast = bulk_numbers(body, 1, integer=True)
-    codes = None if fast is None else fast[:, 0]
-    if codes is None:  # slow path: find the bad lines
-        codes = np.full(len(lines), -1, dtype=np.int64)
-        for r, line in enumerate(lines):
-            try:
-                codes[r] = parse_number(_text(line), integer=True, what="expression code")
-            except NumberError as err:
-                skips.malformed(DATABASE, path, r + 2, f"expected one integer expression code: {err}")
+    codes = abaw_text.parse_expr_rows(track, _reporter(skips, path))
     bad = (codes < -1) | (codes >= n_classes)
     if bad.any():
         for r in np.flatnonzero(bad):
@@ -223,32 +197,17 @@ def parse_va_file(path: Path, skips: Skips) -> np.ndarray | None:
     Both values must be finite numbers: ``-0.25,nan`` or ``Infinity,0.2`` is malformed (never
     half a label, never an infinite one).
     """
-    header, body = _split_header(path)
-    if header.replace(" ", "").lower() != _VA_HEADER:
+    track = abaw_text.read_track_file(path)
+    if not abaw_text.is_va_header(track.header):
         skips.malformed(
             DATABASE,
             path,
             1,
-            f"expected the header 'valence,arousal', found {header[:80]!r}",
+            f"expected the header '{abaw_text.VA_HEADER}', found {track.header[:80]!r}",
             reason="bad_header",
         )
         return None
-    lines = _lines(body)
-    values = bulk_numbers(body, 2, integer=False)
-    if values is None:
-        values = np.full((len(lines), 2), np.nan)
-        for r, line in enumerate(lines):
-            parts = _text(line).split(",")
-            try:
-                if len(parts) != 2:
-                    raise NumberError(f"expected 'valence,arousal', found {_text(line)[:40]!r}")
-                values[r] = [
-                    parse_number(parts[0], what="valence"),
-                    parse_number(parts[1], what="arousal"),
-                ]
-            except NumberError as err:
-                values[r] = np.nan
-                skips.malformed(DATABASE, path, r + 2, str(err))
+    values = abaw_text.parse_va_rows(track, _reporter(skips, path))
     sentinel = np.isclose(values, labels.AFFWILD2_VA_MISSING).any(axis=1)
     finite = np.isfinite(values).all(axis=1)
     out_of_range = finite & ~sentinel & ((values < labels.VA_MIN) | (values > labels.VA_MAX)).any(axis=1)

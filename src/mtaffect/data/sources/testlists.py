@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from mtaffect.data.records import Skips, read_text_lines
+from mtaffect.errors import InputFormatError
 
 __all__ = ["read_test_list", "is_test_list_name", "test_list_task"]
 
@@ -33,8 +34,14 @@ def test_list_task(name: str) -> str | None:
     return None
 
 
-def read_test_list(path: str | Path, skips: Skips | None = None, database: str = "affwild2") -> list[str]:
+def read_test_list(
+    path: str | Path, skips: Skips | None = None, database: str = "affwild2", *, allow_empty: bool = True
+) -> list[str]:
     """Track names listed in a test-set file, in file order, without duplicates.
+
+    A line that is not a track name is malformed (``skips`` decides: raise or count). A file naming
+    no track is an :class:`InputFormatError` when ``allow_empty`` is False (a submission needs
+    tracks; the Aff-Wild2 reader tolerates an empty list).
 
     >>> read_test_list("test_set_Expr_Challenge.txt")  # doctest: +SKIP
     ['2-30-640x360', '6-30-1920x1080_left', ...]
@@ -54,4 +61,6 @@ def read_test_list(path: str | Path, skips: Skips | None = None, database: str =
         if name not in seen:
             seen.add(name)
             names.append(name)
+    if not names and not allow_empty:
+        raise InputFormatError(path, "test list is empty")
     return names
