@@ -94,14 +94,18 @@ def va_bin_targets(values: torch.Tensor, bins: int = VA_BINS) -> torch.Tensor:
     above it (-1 → 0, -0.9 → 1, 0 → 10) and 1 goes to the last bin. The comparison is made on the value
     as stored: float64 ``0.1`` lies below the float64 edge ``linspace(-1, 1, 21)[11] =
     0.10000000000000009`` (bin 10) while float32 ``0.1 = 0.100000001…`` lies above it (bin 11).
-    Values outside [-1, 1] are clipped into the end bins. Non-finite values raise ValueError on CPU;
-    on an accelerator the check is skipped (it would synchronise), and such a value makes the CCC
-    term, hence the loss, NaN.
+    Values outside [-1, 1] are clipped into the end bins. Non-finite values raise ValueError on CPU
+    in eager mode; on an accelerator (it would synchronise) and inside torch.compile (a data-dependent
+    branch splits the compiled graph in three) the check is skipped, and such a value makes the CCC
+    term, hence the loss, NaN — which the training loop's loss check reports.
     """
-    if values.device.type == "cpu" and values.numel() and not torch.isfinite(values).all():
+    checked = values.device.type == "cpu" and not torch.compiler.is_compiling()
+    if checked and values.numel() and not torch.isfinite(values).all():
         raise ValueError("valence/arousal targets contain NaN or inf: mask frames without a VA label")
     device = values.device if values.device.type != "mps" else torch.device("cpu")  # MPS has no float64
-    edges = _bin_edges(bins, device)
+    # inside torch.compile the edges become a constant of the graph (dynamo would bypass the cache anyway)
+    cached = not torch.compiler.is_compiling()
+    edges = _bin_edges(bins, device) if cached else _bin_edges.__wrapped__(bins, device)
     index = torch.bucketize(values.detach().to(device, torch.float64), edges, right=True) - 1
     return index.clamp_(0, bins - 1).to(values.device)
 
