@@ -1,6 +1,9 @@
-"""Typed config: recipes as diffs (_base_), YAML-typed overrides, named errors, resolve round trip."""
+"""Typed config: recipes as diffs (_base_), YAML-typed overrides, named errors, resolve round trip,
+recipe lookup by name or path, and the owners' sections checked where the stage builds them."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,9 @@ from mtaffect.config import (
     config_from_resolved,
     load_config,
     load_yaml_tree,
+    merge,
+    packaged_recipes,
+    recipe_path,
     resolve,
 )
 from mtaffect.errors import InputFormatError, UserError
@@ -63,8 +69,6 @@ def test_int_is_accepted_for_a_float_key():
     [
         ("train.epoch=3", "train.epoch; did you mean epochs"),
         ("trian.epochs=3", "trian; did you mean train"),
-        ("model.cnn.backbon=resnet_tiny", "model.cnn.backbon; did you mean backbone"),
-        ("loss.temprature=2", "loss.temprature; did you mean temperature"),
         ("train.epochs=many", "train.epochs: expected an integer"),
         ("data.index=[1]", "data.index: expected a string"),
         ("stage.shared_labels=3", "expected true/false"),
@@ -75,9 +79,88 @@ def test_bad_keys_and_values_are_named(override, message):
         load_config("cnn_teacher", [override])
 
 
+def _build_section(section: str, config: Config, tmp_path) -> None:
+    """Build the component that owns ``section`` the way a stage does, up to its config check."""
+    import pandas as pd
+
+    from mtaffect.train import components
+    from mtaffect.train.stages import _loss_config, run_stage
+
+    if section == "model.cnn":
+        components.build_cnn(config)
+    elif section == "model.gru":
+        components.build_gru(config)
+    elif section == "loss":
+        _loss_config(config)
+    elif section == "data.task_sets":
+        components.build_frame_data(config, pd.DataFrame(), {})  # the check comes before the index is read
+    else:  # data.sequences: checked by the GRU stages' data builder, before the index is read
+        run_stage(config, tmp_path / "run", device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("stage", "override", "message"),
+    [
+        ("cnn_teacher", "model.cnn.backbon=resnet_tiny", "model.cnn.backbon; did you mean backbone"),
+        ("gru_teacher", "model.gru.hiden=32", "model.gru.hiden; did you mean hidden"),
+        ("cnn_teacher", "loss.temprature=2", "loss.temprature; did you mean temperature"),
+        ("cnn_teacher", "data.task_sets.va_evry=3", "data.task_sets.va_evry; did you mean va_every"),
+        ("gru_teacher", "data.sequences.lenght=8", "data.sequences.lenght; did you mean length"),
+    ],
+)
+def test_unknown_key_of_each_owned_section_is_named_by_its_builder(stage, override, message, tmp_path):
+    *section, key = override.split("=")[0].split(".")
+    config = load_config(stage, [override, "train.progress=false", "model.cnn_checkpoint=missing.pt"])
+    node = resolve(config)
+    for part in section:
+        node = node[part]
+    assert key in node  # loading keeps an owner's section as given: its builder is the one check
+    with pytest.raises(UserError, match=f"unknown config key {message}"):
+        _build_section(".".join(section), config, tmp_path)
+
+
 def test_owner_dataclass_rejects_bad_values_as_user_errors():
-    with pytest.raises(UserError, match="model.cnn"):
-        load_config("cnn_teacher", ["model.cnn.backbone=resnet51"])
+    from mtaffect.train.components import build_cnn
+
+    with pytest.raises(UserError, match="config section model.cnn"):
+        build_cnn(load_config("cnn_teacher", ["model.cnn.backbone=resnet51"]))
+
+
+def test_recipes_are_found_by_packaged_name_or_path(tmp_path, monkeypatch):
+    stages = {"cnn_teacher", "cnn_student", "gru_teacher", "gru_student"}
+    assert stages | {"base", "demo"} <= set(packaged_recipes())
+    assert recipe_path("demo") == CONFIG_DIR / "demo.yaml"
+    own = tmp_path / "mine.yaml"
+    own.write_text("train:\n  epochs: 2\n")
+    assert recipe_path(own) == own
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cnn_teacher").mkdir()  # e.g. a run folder named like the stage does not hide the recipe
+    assert recipe_path("cnn_teacher") == CONFIG_DIR / "cnn_teacher.yaml"
+    (tmp_path / "demo").write_text("train:\n  epochs: 5\n")  # a user's own file wins over a packaged name
+    assert recipe_path("demo") == Path("demo") and load_config("demo").train.epochs == 5
+    with pytest.raises(UserError, match=r"cnn_techer: config file not found.*\(base, cnn_student"):
+        recipe_path("cnn_techer")
+
+
+def test_merge_is_deep_and_leaves_its_inputs_alone():
+    base = {"train": {"epochs": 3, "seed": 1}, "model": {"cnn": {"hidden": 8}}}
+    diff = {"train": {"seed": 2}, "data": {"sequences": {"length": 8}}}
+    merged = merge(base, diff)
+    assert merged == {
+        "train": {"epochs": 3, "seed": 2},
+        "model": {"cnn": {"hidden": 8}},
+        "data": {"sequences": {"length": 8}},
+    }
+    apply_overrides(merged, ["model.cnn.hidden=16", "data.sequences.length=4"])
+    changed = apply_overrides(base, ["model.cnn.hidden=16"])
+    assert changed["model"]["cnn"]["hidden"] == 16
+    assert base["model"]["cnn"]["hidden"] == 8 and diff["data"]["sequences"]["length"] == 8
+    assert merged["model"]["cnn"]["hidden"] == 8
+
+
+def test_override_values_are_typed_like_yaml():
+    tree = apply_overrides({}, ["train.epochs=3", "stage.teacher=null", "train.amp=off", "data.index="])
+    assert tree == {"train": {"epochs": 3, "amp": False}, "stage": {"teacher": None}, "data": {"index": ""}}
 
 
 def test_malformed_override_and_yaml_name_the_problem(tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from mtaffect.errors import UserError
 from mtaffect.train.reproduce import RUNS, ablation_tables, reproduce, run_config
 
 
@@ -77,3 +78,25 @@ def test_base_diff_and_per_stage_diffs_apply(tmp_path):
     assert config.train.batch_per_task == 16 and config.train.seed == 4
     with pytest.raises(Exception, match="unknown config key"):
         run_config(gru, index="i", seed=0, checkpoints=ckpts, base={"train": {"epochz": 1}})
+
+
+def test_base_is_found_like_a_train_recipe_and_is_not_changed_by_the_runs(tmp_path):
+    gru = next(r for r in RUNS if r.name == "gru_teacher")
+    ckpts = {"cnn_student_eq10": tmp_path / "c.safetensors"}
+    config = run_config(gru, index="i.parquet", seed=0, checkpoints=ckpts, base="demo")
+    # demo.yaml's common diff, then its per-stage block, on top of the packaged gru_teacher recipe
+    assert config.data.image_size == 48 and config.data.sequences == {
+        "length": 32,
+        "stride": 16,
+        "eval_stride": 32,
+        "cache_batch": 512,
+    }
+    assert config.train.batch_per_task == 16 and config.train.max_steps_per_epoch == 0
+    with pytest.raises(UserError, match=r"not a packaged recipe \(base, .*demo"):
+        run_config(gru, index="i", seed=0, checkpoints=ckpts, base="dmeo")
+    base = {"data": {"sequences": {"length": 8}}, "stages": {"gru_teacher": {"train": {"epochs": 2}}}}
+    first = run_config(
+        gru, index="i", seed=0, checkpoints=ckpts, base=base, overrides=["data.sequences.length=4"]
+    )
+    assert first.data.sequences["length"] == 4 and first.train.epochs == 2
+    assert base == {"data": {"sequences": {"length": 8}}, "stages": {"gru_teacher": {"train": {"epochs": 2}}}}

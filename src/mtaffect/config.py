@@ -2,23 +2,32 @@
 
 A recipe is a YAML file whose optional ``_base_:`` key names another recipe (relative to the
 file) that it modifies; ``key.sub=value`` overrides from the command line are applied last and
-parsed with YAML typing (``train.epochs=3``, ``train.amp=false``, ``optim.betas=[0.9,0.999]``).
-Every key is checked against the dataclasses below; an unknown key is an error that names it and
-suggests the closest known keys. :func:`resolve` turns a config back into a plain dict, which is
-saved inside every checkpoint so that the weights always travel with the recipe that made them.
+parsed with YAML typing (``train.epochs=3``, ``train.amp=false``, ``x=null`` is None,
+``optim.betas=[0.9,0.999]``) by :func:`apply_overrides`, the one override parser of ``mtaffect
+train``, ``reproduce`` and ``demo``. :func:`recipe_path` finds a recipe by file path or packaged name
+and :func:`merge` is the one deep merge of recipe diffs. Every key of the sections typed here is
+checked against the dataclasses below; an unknown key is an error that names it and suggests the
+closest known keys. :func:`resolve` turns a config back into a plain dict, which is saved inside
+every checkpoint so that the weights always travel with the recipe that made them.
 
 Sections owned by other modules (``model.cnn`` → :class:`mtaffect.models.cnn.CNNConfig`,
 ``model.gru`` → :class:`mtaffect.models.gru.GRUConfig`, ``loss`` →
 :class:`mtaffect.losses.LossConfig`, ``data.task_sets`` → :class:`mtaffect.data.tasks.TaskSetConfig`,
-``data.sequences`` → F2's sequence options) are kept as dicts here and validated against their
-owner's dataclass by :func:`component`, so this file never duplicates another module's defaults.
+``data.sequences`` → :class:`mtaffect.data.sequences.SequenceConfig`) are kept as mappings here and
+checked, always, where the stage builds the component: the builder calls
+``component(OwnerConfig, section, "dotted.path")``, which rejects an unknown key by its dotted path
+exactly as :func:`from_dict` does. Why there and not here: this module sits below models, losses and
+data in the layer order (docs/design.md), so it cannot import their dataclasses; importing them by
+name at run time (and skipping the check when that failed) made validation depend on what happened
+to import, and a registry filled by the owners on import would depend on import order the same way.
+The builder is the one place that both knows the owner's class and always runs before the section
+is used, so this file never duplicates another module's defaults or field names.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,16 +49,16 @@ __all__ = [
     "apply_overrides",
     "resolve",
     "component",
+    "merge",
+    "recipe_path",
+    "packaged_recipes",
+    "load_yaml_tree",
+    "config_from_resolved",
     "CONFIG_DIR",
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 """The packaged recipes (the repository's ``configs/`` is a link to this folder)."""
-
-
-def _schema(target: str) -> dict[str, Any]:
-    """Field metadata marking a dict section validated against another module's dataclass."""
-    return {"schema": target}
 
 
 @dataclass
@@ -62,12 +71,13 @@ class DataConfig:
     """Side of the square face crop the network sees (the paper: 112)."""
     resize_factor: float = 1.2
     """Augmentation and eval transform: resize to ``int(factor · size)``, then crop ``size``."""
-    task_sets: dict = field(default_factory=dict, metadata=_schema("mtaffect.data.tasks:TaskSetConfig"))
-    """Options of :class:`mtaffect.data.tasks.TaskSetConfig` (which task sets, static balancing)."""
+    task_sets: dict = field(default_factory=dict)
+    """Options of :class:`mtaffect.data.tasks.TaskSetConfig` (which task sets, static balancing);
+    checked by the CNN stages' data builder."""
     use_task_sets: list = field(default_factory=lambda: ["EXPR", "VA", "EXPR_VA"])
     """Task sets trained on (Table 1 of the paper compares {EXPR, VA} with all three)."""
     sequences: dict = field(default_factory=dict)
-    """GRU stages: window/feature-cache options passed to :mod:`mtaffect.train.features` (F2)."""
+    """GRU stages: window/feature-cache options passed to :mod:`mtaffect.features` (F2)."""
     features: str = ""
     """GRU stages: feature-cache folder; empty = ``<run>/../features`` next to the run folder."""
 
@@ -76,8 +86,10 @@ class DataConfig:
 class ModelConfig:
     """Which network a stage trains and how it starts."""
 
-    cnn: dict = field(default_factory=dict, metadata=_schema("mtaffect.models.cnn:CNNConfig"))
-    gru: dict = field(default_factory=dict, metadata=_schema("mtaffect.models.gru:GRUConfig"))
+    cnn: dict = field(default_factory=dict)
+    """Options of :class:`mtaffect.models.cnn.CNNConfig`; checked when the CNN is built."""
+    gru: dict = field(default_factory=dict)
+    """Options of :class:`mtaffect.models.gru.GRUConfig`; checked when the GRU is built."""
     init_from: str = ""
     """Checkpoint whose matching weights initialise the model (e.g. a converted FER+ backbone).
     Empty = random initialisation. The student is a fresh model, not the teacher (METHOD.md §5)."""
@@ -152,7 +164,8 @@ class Config:
     stage: StageConfig = field(default_factory=StageConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: dict = field(default_factory=dict, metadata=_schema("mtaffect.losses:LossConfig"))
+    loss: dict = field(default_factory=dict)
+    """Options of :class:`mtaffect.losses.LossConfig`; checked when the stage builds its objective."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -176,12 +189,14 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _merge(base: dict, diff: Mapping) -> dict:
-    """Deep merge: mappings merge key by key, anything else in ``diff`` replaces ``base``."""
-    out = dict(base)
+def merge(base: Mapping, diff: Mapping) -> dict:
+    """Deep merge of two recipe trees: mappings merge key by key, anything else in ``diff`` replaces
+    ``base``. Returns a new tree whose mappings are all new dicts (lists and scalars are shared), so
+    that editing the result, as :func:`apply_overrides` does, never changes ``base`` or ``diff``."""
+    out = {key: merge({}, value) if isinstance(value, Mapping) else value for key, value in base.items()}
     for key, value in diff.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
+        if isinstance(value, Mapping):
+            out[key] = merge(out[key] if isinstance(out.get(key), Mapping) else {}, value)
         else:
             out[key] = value
     return out
@@ -199,7 +214,27 @@ def load_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(base_name, str):
         raise InputFormatError(path, "_base_ must be a file name")
     base_path = (path.parent / base_name).resolve()
-    return _merge(load_yaml_tree(base_path, (*_seen, path)), data)
+    return merge(load_yaml_tree(base_path, (*_seen, path)), data)
+
+
+def packaged_recipes() -> list[str]:
+    """Names of the recipes shipped in the package (``cnn_teacher``, ``demo``, ...), sorted."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """The recipe file meant by ``name_or_path``: an existing file as given, else the packaged recipe
+    of that name (``cnn_teacher`` → ``mtaffect/configs/cnn_teacher.yaml``). A user's own file wins
+    over a packaged recipe of the same name; anything else is an error listing the packaged names."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = CONFIG_DIR / f"{path.name}.yaml"
+    if not path.suffix and len(path.parts) == 1 and packaged.is_file():
+        return packaged
+    raise UserError(
+        f"{path}: config file not found, and not a packaged recipe ({', '.join(packaged_recipes())})"
+    )
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
@@ -218,7 +253,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(tree: dict, overrides: Sequence[str]) -> dict:
     """Apply ``a.b=c`` overrides (YAML-typed values) to a config mapping; returns a new mapping."""
-    out = _merge({}, tree)
+    out = merge({}, tree)
     for text in overrides:
         keys, value = _parse_override(text)
         node = out
@@ -290,30 +325,16 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "") -> Any
                 raise UserError(f"config key {path}: expected a mapping, got {value!r}")
             kwargs[name] = from_dict(hint, value, path)
         else:
-            value = _check_type(path, value, hint)
-            schema = fields[name].metadata.get("schema")
-            if schema and value:
-                _validate_schema(path, value, schema)
-            kwargs[name] = value
+            kwargs[name] = _check_type(path, value, hint)
     return cls(**kwargs)
 
 
-def _import(target: str) -> type:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _validate_schema(where: str, value: Mapping, target: str) -> None:
-    """Keys of a dict section must be fields of its owner's dataclass."""
-    try:
-        cls = _import(target)
-    except (ImportError, AttributeError):  # owner module absent: validated when the stage builds it
-        return
-    component(cls, value, where)
-
-
 def component(cls: type, values: Mapping[str, Any] | None, where: str = "") -> Any:
-    """Build another module's config dataclass from a dict section, with the same key checks."""
+    """Build another module's config dataclass from a dict section, with the same key checks.
+
+    ``where`` is the section's dotted path (``"model.cnn"``): an unknown key is reported as
+    ``unknown config key model.cnn.<key>``, a value the owner rejects as ``config section model.cnn: ...``.
+    Every builder of a dict section of :class:`Config` calls this (see the module docstring)."""
     values = dict(values or {})
     known = [f.name for f in dataclasses.fields(cls)]
     for key in values:
@@ -328,14 +349,9 @@ def component(cls: type, values: Mapping[str, Any] | None, where: str = "") -> A
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a recipe (with its ``_base_`` chain), apply overrides, validate, return a :class:`Config`.
 
-    ``path`` may be a file or the name of a packaged recipe (``cnn_teacher`` → configs/cnn_teacher.yaml).
+    ``path`` may be a file or the name of a packaged recipe (see :func:`recipe_path`).
     """
-    tree: dict = {}
-    if path is not None:
-        candidate = Path(path)
-        if not candidate.exists() and not candidate.suffix and (CONFIG_DIR / f"{path}.yaml").exists():
-            candidate = CONFIG_DIR / f"{path}.yaml"
-        tree = load_yaml_tree(candidate)
+    tree = load_yaml_tree(recipe_path(path)) if path is not None else {}
     tree = apply_overrides(tree, overrides)
     return from_dict(Config, tree)
 

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -156,19 +155,18 @@ def run_demo(
     ``key=value`` overrides (the tests use a tiny preset and a few steps). ``resume`` continues an
     interrupted demo (finished steps and runs are skipped); ``overwrite`` starts from scratch.
     """
-    from mtaffect.config import CONFIG_DIR, load_yaml_tree
+    from mtaffect.config import DataConfig, apply_overrides, from_dict, load_yaml_tree, recipe_path
     from mtaffect.evaluate import evaluate_checkpoint, format_table, write_report
     from mtaffect.train.reproduce import reproduce
 
     out = prepare_output_dir(out_dir, overwrite=overwrite, resume=resume)
     seconds: dict[str, float] = {}
-    config_path = Path(config)
-    if not config_path.exists() and (CONFIG_DIR / f"{config}.yaml").exists():
-        config_path = CONFIG_DIR / f"{config}.yaml"
+    config_path = recipe_path(config)
     base = load_yaml_tree(config_path)
-    image_size = int(
-        _override_value(overrides, "data.image_size", (base.get("data") or {}).get("image_size", 112))
-    )
+    # the face cache is cut at the runs' crop size: the recipe diff's data section after the overrides,
+    # parsed as `mtaffect train` parses them (unset: DataConfig's default)
+    data_section = apply_overrides(base, overrides).get("data") or {}
+    image_size = from_dict(DataConfig, data_section, "data").image_size
     t_start = time.perf_counter()
 
     with _step(seconds, "synthetic databases, index, face cache", log):
@@ -235,11 +233,3 @@ def run_demo(
         },
     )
     return DemoResult(out, evaluation, result.markdown, video_scores, seconds, passed)
-
-
-def _override_value(overrides: Sequence[str], key: str, default: Any) -> Any:
-    for text in reversed(list(overrides)):
-        name, _, value = text.partition("=")
-        if name.strip() == key:
-            return value
-    return default

@@ -114,30 +114,13 @@ TABLE_TITLES = {
 METRIC_KEYS = ("expr_score", "ccc_valence", "ccc_arousal")
 
 
-def _merge(base: dict, diff: Mapping) -> dict:
-    out = dict(base)
-    for key, value in diff.items():
-        out[key] = (
-            _merge(out[key], value)
-            if isinstance(value, Mapping) and isinstance(out.get(key), dict)
-            else value
-        )
-    return out
-
-
 def _load_base(base: str | Path | Mapping | None) -> tuple[dict, dict]:
     """(diff for every stage, {stage name: extra diff}) from a YAML file or mapping."""
-    from mtaffect.config import CONFIG_DIR, load_yaml_tree
+    from mtaffect.config import load_yaml_tree, recipe_path
 
     if base is None:
         return {}, {}
-    if isinstance(base, Mapping):
-        tree = dict(base)
-    else:
-        path = Path(base)
-        if not path.exists() and not path.suffix and (CONFIG_DIR / f"{base}.yaml").exists():
-            path = CONFIG_DIR / f"{base}.yaml"
-        tree = load_yaml_tree(path)
+    tree = dict(base) if isinstance(base, Mapping) else load_yaml_tree(recipe_path(base))
     stages = dict(tree.pop("stages", None) or {})
     return tree, stages
 
@@ -152,11 +135,11 @@ def run_config(
     overrides: Sequence[str] = (),
 ) -> Any:
     """The :class:`mtaffect.config.Config` of one run (see the module docstring for the order)."""
-    from mtaffect.config import CONFIG_DIR, Config, apply_overrides, from_dict, load_yaml_tree
+    from mtaffect.config import Config, apply_overrides, from_dict, load_yaml_tree, merge, recipe_path
 
     common, per_stage = _load_base(base)
-    tree = load_yaml_tree(CONFIG_DIR / f"{run.stage}.yaml")
-    tree = _merge(_merge(tree, common), per_stage.get(run.stage, {}))
+    tree = load_yaml_tree(recipe_path(run.stage))  # the stage's packaged recipe, as `mtaffect train` finds it
+    tree = merge(merge(tree, common), per_stage.get(run.stage, {}))
     own = [f"data.index={index}", f"train.seed={seed}", *run.overrides]
     own += [f"{key}={checkpoints[name]}" for key, name in run.needs.items()]
     tree = apply_overrides(tree, [*overrides, *own])
