@@ -123,3 +123,12 @@ def test_onnx_cascade_matches_torch(media_dir, tmp_path, monkeypatch) -> None:
     np.testing.assert_allclose(
         fast.redetect(image, a.boxes).scores, ref.redetect(image, a.boxes).scores, atol=1e-4
     )
+    # a second cascade reuses the three cached graphs (keyed by the weight files): nothing is exported
+    cached = sorted(p.name for p in (tmp_path / "onnx").iterdir())
+    assert [name.split("-")[1] for name in cached] == ["onet", "pnet", "rnet"]
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr("mtaffect.export.torch_to_onnx", no_export)
+    assert MTCNN(backend="onnx").detect(image).boxes.shape == a.boxes.shape

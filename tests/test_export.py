@@ -143,3 +143,77 @@ def test_cli_export_with_check_and_int8(tmp_path, tiny_cnn, capsys):
     assert "--calibration" in capsys.readouterr().err
     assert main(["export", str(ckpt), "--out", str(tmp_path / "x.onnx"), "--kind", "cnn_gru"]) == 2
     assert "needs a CNN+GRU checkpoint" in capsys.readouterr().err
+
+
+def test_cached_onnx_exports_once_atomically_under_mtaffect_cache(tmp_path, monkeypatch):
+    from mtaffect.errors import UserError
+    from mtaffect.export import cache_dir, cached_onnx
+
+    monkeypatch.setenv("MTAFFECT_CACHE", str(tmp_path / "cache"))
+    assert cache_dir() == tmp_path / "cache"
+    calls = []
+
+    def export(path):
+        calls.append(path)
+        assert path.parent == tmp_path / "cache" / "onnx" and path.name != "g.onnx"  # a temporary name
+        path.write_bytes(b"graph")
+
+    assert cached_onnx("g.onnx", export) == tmp_path / "cache" / "onnx" / "g.onnx"
+    assert cached_onnx("g.onnx", export).read_bytes() == b"graph" and len(calls) == 1
+
+    def broken(path):
+        path.write_bytes(b"half a gr")
+        raise UserError("export failed")
+
+    with pytest.raises(UserError):
+        cached_onnx("h.onnx", broken)
+    assert sorted(p.name for p in (tmp_path / "cache" / "onnx").iterdir()) == ["g.onnx"]  # no half file
+
+
+def test_check_parity_tolerance_and_kinds(tmp_path, tiny_cnn):
+    from mtaffect.export import PARITY_ATOL, Parity, check_parity
+
+    assert Parity(PARITY_ATOL, 0.0).ok and Parity(2e-4, 1e3).ok and not Parity(2e-4, 10.0).ok
+    cnn_path = export_onnx(tiny_cnn, tmp_path / "cnn.onnx", preprocessing=SMALL)
+    parity = check_parity(tiny_cnn, cnn_path, SMALL)
+    assert parity.ok and 0 <= parity.max_diff <= 1e-4 and parity.scale > 0
+    torch.manual_seed(1)
+    joined = CNNGRU(tiny_cnn, TemporalModel(GRUConfig()))
+    joined.train()
+    seq_path = export_onnx(joined, tmp_path / "seq.onnx", preprocessing=SMALL, seq_len=4)
+    assert check_parity(joined, seq_path, SMALL, seq_len=4).ok
+    assert joined.training  # the check ran in eval mode and gave the model its mode back
+    assert check_parity(joined, cnn_path, SMALL, kind="cnn").ok  # a CNN+GRU against its CNN's graph
+
+
+def test_calibration_crops_from_a_folder(tmp_path, tiny_cnn):
+    import cv2
+
+    from mtaffect.errors import InputFormatError
+    from mtaffect.export import calibration_batches, int8_agreement
+    from mtaffect.predict.calibration import load_calibration
+
+    folder = tmp_path / "faces"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, side in [("a.jpg", 64), ("sub/b.png", 80), ("c.webp", 64), ("d.TIFF", 32)]:
+        bgr = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        assert cv2.imwrite(str(folder / name), bgr), name
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("not a face")
+    crops, skipped = load_calibration(folder, 64, limit=10)
+    assert crops.shape == (4, 64, 64, 3) and crops.dtype == np.uint8
+    assert skipped == [folder / "broken.jpg"]
+    first = cv2.cvtColor(cv2.imread(str(folder / "a.jpg")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(crops[0], first)  # sorted by path, RGB, not resized at its size
+    assert load_calibration(folder, 64, limit=2)[0].shape[0] == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "x.jpg").write_bytes(b"")
+    with pytest.raises(InputFormatError, match="no readable images"):
+        load_calibration(empty, 64, limit=5)
+    batches = calibration_batches(np.concatenate([crops] * 9), SMALL)
+    assert [len(b) for b in batches] == [32, 4] and batches[0].dtype == np.float32
+    fp32 = export_onnx(tiny_cnn, tmp_path / "cnn.onnx", preprocessing=SMALL)
+    agreement = int8_agreement(fp32, fp32, batches[0])
+    assert (agreement.expression, agreement.valence_drift, agreement.crops) == (1.0, 0.0, 32)

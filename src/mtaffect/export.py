@@ -1,4 +1,5 @@
-"""ONNX export of the CNN and the CNN+GRU, an onnxruntime inference path, and int8 quantization.
+"""ONNX export of the CNN and the CNN+GRU, an onnxruntime inference path, int8 quantization, and the
+one ONNX export cache.
 
 ``export_onnx`` writes a graph with a dynamic batch axis (and a dynamic time axis for the CNN+GRU)
 and stores the checkpoint's kind, preprocessing, labels and VA decoding in the ONNX metadata, so
@@ -8,16 +9,24 @@ Graph outputs (names are the contract with ``mtaffect.predict``):
 * CNN, input ``input`` (B, 3, S, S): ``expression`` (B, 7), ``valence`` (B, 20), ``arousal`` (B, 20),
   ``emb_expr`` (B, 128), ``emb_va`` (B, 128);
 * CNN+GRU, input ``frames`` (B, T, 3, S, S): ``expression`` (B, T, 7), ``valence``/``arousal`` (B, T, 20).
+
+Every ``torch.onnx.export`` of the package goes through :func:`torch_to_onnx`, and every graph
+exported on the fly (prediction's CNN, the MTCNN nets) is cached once by :func:`cached_onnx` under
+``cache_dir()/onnx``, keyed by the weights' content. :func:`check_parity` (onnxruntime against torch,
+with the one tolerance) and :func:`int8_agreement` are the checks ``mtaffect export`` prints.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import logging
+import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +40,65 @@ from mtaffect.models.cnn import MultitaskCNN
 from mtaffect.models.gru import CNNGRU
 from mtaffect.models.outputs import Outputs, va_values
 from mtaffect.models.preprocessing import Preprocessing, default_preprocessing
+from mtaffect.runtime import inference
 
 CNN_OUTPUTS = ("expression", "valence", "arousal", "emb_expr", "emb_va")
 CNN_GRU_OUTPUTS = ("expression", "valence", "arousal")
 METADATA_KEY = "mtaffect"
+
+
+def onnx_available() -> bool:
+    """onnxruntime to run, onnx to write the exported graph's metadata (the ``onnx`` extra has both)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def cache_dir() -> Path:
+    """mtaffect's cache folder: ``$MTAFFECT_CACHE``, default ``~/.cache/mtaffect``."""
+    return Path(os.environ.get("MTAFFECT_CACHE", Path.home() / ".cache" / "mtaffect"))
+
+
+def cached_onnx(name: str, export: Callable[[Path], object]) -> Path:
+    """The graph file ``cache_dir()/onnx/<name>``, written by ``export(path)`` the first time only.
+
+    ``name`` must carry the weights' identity (:func:`mtaffect.runtime.file_sha256` of the weight file,
+    or :func:`mtaffect.runtime.weights_sha256` of an in-memory model): a file of that name is taken as
+    is. The file appears atomically, so a crash mid-export leaves none and two processes exporting at
+    once each rename a complete file into place.
+    """
+    path = cache_dir() / "onnx" / name
+    if not path.is_file():
+        with atomic_path(path) as tmp:
+            export(tmp)
+    return path
+
+
+def torch_to_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    opset: int = 17,
+) -> None:
+    """``torch.onnx.export`` of ``module`` traced on ``example``, with the package's settings: the
+    TorchScript-based exporter (``dynamo=False``), constant folding, no autograd, and its deprecation and
+    tracer notices silenced (not actionable for a user). Writes ``path`` in place; callers that need
+    the file to appear atomically wrap this in :func:`mtaffect.io.atomic_path`."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
 
 
 class _CNNGraph(nn.Module):
@@ -113,18 +177,9 @@ def export_onnx(
         raise UserError(f"unknown export kind {kind!r}; expected 'cnn' or 'cnn_gru'")
     graph = copy.deepcopy(graph).eval().cpu().float()  # export on CPU in fp32; the caller's model stays as is
     path = Path(path)
-    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notices
-        torch.onnx.export(
-            graph,
-            (example,),
-            str(tmp),
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes=dynamic,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
+    with atomic_path(path) as tmp:
+        torch_to_onnx(
+            graph, example, tmp, input_names=inputs, output_names=outputs, dynamic_axes=dynamic, opset=opset
         )
         _write_metadata(tmp, kind, preprocessing, config.va_decoding, config.va_bins)
     return path
@@ -275,3 +330,78 @@ def quantize_int8(
             tmp, "cnn", Preprocessing.from_dict(meta["preprocessing"]), meta["va_decoding"], meta["va_bins"]
         )
     return out_path
+
+
+PARITY_ATOL = 1e-4
+PARITY_RTOL = 1e-6
+"""onnxruntime and torch agree when the largest logit difference is at most ``PARITY_ATOL``, or at most
+``PARITY_RTOL`` times the largest logit (float32 rounding grows with the logits' size)."""
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Largest |onnxruntime - torch| over the expression and VA logits, and the largest |logit|."""
+
+    max_diff: float
+    scale: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_diff <= PARITY_ATOL or self.max_diff <= PARITY_RTOL * self.scale
+
+
+def check_parity(
+    model: nn.Module,
+    onnx_path: str | Path,
+    preprocessing: Preprocessing,
+    *,
+    kind: str | None = None,
+    seq_len: int = 8,
+    seed: int = 0,
+) -> Parity:
+    """Run the exported graph and ``model`` on the same random crops and compare their logits.
+
+    The crops are uint8 noise preprocessed as real crops are: 2 frames for a ``cnn`` graph, one
+    sequence of ``min(seq_len, 8)`` frames for a ``cnn_gru`` one. ``kind`` defaults to the model's;
+    a CNN+GRU model checked against a ``cnn`` graph is compared through its CNN.
+    """
+    kind = kind or model.kind
+    size = preprocessing.size
+    shape = (2, size, size, 3) if kind == "cnn" else (1, min(seq_len, 8), size, size, 3)
+    images = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    x = preprocessing.apply(images)
+    reference = model.cnn if kind == "cnn" and isinstance(model, CNNGRU) else model
+    with inference(reference):
+        ours = reference(x)
+    got = OnnxModel(onnx_path)(x)
+    fields = ("expression", "valence", "arousal")
+    diff = max((getattr(got, f) - getattr(ours, f)).abs().max().item() for f in fields)
+    scale = max(getattr(ours, f).abs().max().item() for f in fields)
+    return Parity(diff, scale)
+
+
+def calibration_batches(
+    crops: np.ndarray, preprocessing: Preprocessing, batch_size: int = 32
+) -> list[np.ndarray]:
+    """uint8 crops ``(N, S, S, 3)`` → preprocessed float32 batches ``(<= batch_size, 3, S, S)`` for
+    :func:`quantize_int8`."""
+    return [preprocessing.apply_numpy(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
+
+
+@dataclass(frozen=True)
+class Int8Agreement:
+    """How far an int8 graph's predictions move from its fp32 source on ``crops`` inputs."""
+
+    expression: float
+    """share of inputs given the same expression class"""
+    valence_drift: float
+    """largest |valence difference|"""
+    crops: int
+
+
+def int8_agreement(fp32_path: str | Path, int8_path: str | Path, probe: np.ndarray) -> Int8Agreement:
+    """Compare the fp32 and int8 graphs on ``probe`` (preprocessed float32 inputs ``(N, 3, S, S)``)."""
+    a, b = OnnxModel(fp32_path).predict(probe), OnnxModel(int8_path).predict(probe)
+    agree = float((a["expression"] == b["expression"]).float().mean())
+    drift = float(np.abs((a["valence"] - b["valence"]).numpy()).max())
+    return Int8Agreement(agree, drift, len(probe))

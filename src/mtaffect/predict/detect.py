@@ -14,6 +14,7 @@ image), nose, left mouth corner, right mouth corner.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -253,13 +254,10 @@ class MTCNN:
 
     def _onnx_sessions(self, folder: Path) -> dict[str, object]:
         """The three nets on onnxruntime (one thread each: tiny nets, per-op overhead dominates in
-        eager torch). Exported once per weight file into the mtaffect cache."""
-        import warnings
-
+        eager torch). Exported once per weight file into the mtaffect cache (:func:`cached_onnx`)."""
         import onnxruntime as ort
 
-        from mtaffect.io import atomic_path
-        from mtaffect.predict.runtime import cache_dir
+        from mtaffect.export import cached_onnx, torch_to_onnx
         from mtaffect.runtime import file_sha256
 
         options = ort.SessionOptions()
@@ -272,25 +270,16 @@ class MTCNN:
             "onet": (self.onet, (2, 3, 48, 48), ["prob", "reg", "marks"], {0: "n"}),
         }
         for name, (net, shape, outputs, axes) in specs.items():
+            # P-Net's face probability map is (n, h, w): the face channel of its softmax
+            dynamic = {"x": axes} | {
+                k: ({0: "n", 1: "h", 2: "w"} if name == "pnet" and k == "prob" else axes) for k in outputs
+            }
+            export = functools.partial(
+                torch_to_onnx, net, torch.zeros(shape), input_names=["x"], output_names=outputs,
+                dynamic_axes=dynamic,
+            )  # fmt: skip
             digest = file_sha256(folder / f"{name}.pt")[:16]
-            path = cache_dir() / "onnx" / f"mtcnn-{name}-{digest}.onnx"
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                out_axes = {
-                    k: ({0: "n", 1: "h", 2: "w"} if name == "pnet" and k == "prob" else axes) for k in outputs
-                }
-                with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    torch.onnx.export(
-                        net,
-                        (torch.zeros(shape),),
-                        str(tmp),
-                        input_names=["x"],
-                        output_names=outputs,
-                        dynamic_axes={"x": axes, **out_axes},
-                        opset_version=17,
-                        dynamo=False,
-                    )
+            path = cached_onnx(f"mtcnn-{name}-{digest}.onnx", export)
             sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return sessions
 

@@ -6,15 +6,13 @@ per-face arrays (expression logits, VA bin logits, the two head embeddings the G
 ``decode`` turns logits into probabilities and valence/arousal values.
 
 With ``backend="onnx"`` (or ``"auto"`` when onnxruntime is installed) the CNN is exported once to
-ONNX and cached under ``$MTAFFECT_CACHE/onnx`` (default ``~/.cache/mtaffect/onnx``), keyed by the
-checkpoint's content, so later runs start at once. The GRU stays in torch: on 128-d embeddings it
-costs a fraction of a millisecond per frame.
+ONNX and cached under ``$MTAFFECT_CACHE/onnx`` (default ``~/.cache/mtaffect/onnx``, by
+:func:`mtaffect.export.cached_onnx`), keyed by the checkpoint's content, so later runs start at once.
+The GRU stays in torch: on 128-d embeddings it costs a fraction of a millisecond per frame.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +20,14 @@ import torch
 from torch import nn
 
 from mtaffect.errors import UserError
-from mtaffect.export import CNN_OUTPUTS
+from mtaffect.export import CNN_OUTPUTS, OnnxModel, cached_onnx, export_onnx, onnx_available
 from mtaffect.models.outputs import va_values
 from mtaffect.models.preprocessing import Preprocessing
 from mtaffect.runtime import file_sha256, weights_sha256
 
-__all__ = ["FaceModel", "onnx_available", "cache_dir"]
+__all__ = ["FaceModel"]
 
 BACKENDS = ("auto", "torch", "onnx")
-
-
-def onnx_available() -> bool:
-    """onnxruntime to run, onnx to write the exported graph's metadata (the ``onnx`` extra has both)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MTAFFECT_CACHE", Path.home() / ".cache" / "mtaffect"))
 
 
 class FaceModel:
@@ -101,17 +90,15 @@ class FaceModel:
 
     # -- ONNX
     def _onnx_session(self, checkpoint: str | Path | None, threads: int | None):
-        """The CNN on onnxruntime, exported once per checkpoint into the cache folder."""
-        from mtaffect.export import OnnxModel, export_onnx
-
+        """The CNN on onnxruntime, exported once per checkpoint into the cache (:func:`cached_onnx`)."""
         if checkpoint is not None:
             key = file_sha256(checkpoint)[:24]
         else:  # an in-memory model: key on its weights
             key = weights_sha256(self.cnn)[:24]
-        path = cache_dir() / "onnx" / f"cnn-{key}-{self.size}.v2.onnx"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            export_onnx(self.cnn, path, kind="cnn", preprocessing=self.preprocessing)
+        path = cached_onnx(
+            f"cnn-{key}-{self.size}.v2.onnx",
+            lambda tmp: export_onnx(self.cnn, tmp, kind="cnn", preprocessing=self.preprocessing),
+        )
         return OnnxModel(path, threads=threads, spinning=False)
 
     # -- inference
