@@ -31,6 +31,7 @@ from mtaffect.errors import InputFormatError, UserError
 __all__ = [
     "VIDEO_EXTENSIONS",
     "IMAGE_EXTENSIONS",
+    "MEDIA_EXTENSIONS",
     "MediaItem",
     "Frame",
     "VideoReader",
@@ -45,6 +46,9 @@ VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts"}
 )
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+"""The one home of media file extensions (lower case): what ``expand_inputs`` takes from a folder, what
+the web app lists as inputs, where ``submit --videos`` looks for a video, what ``export --int8`` reads."""
 MAX_PIXELS = 200_000_000
 """Images larger than this (200 megapixels) are refused: decoding them could exhaust memory."""
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mtaffect.labels import EXPRESSIONS
-from mtaffect.predict.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from mtaffect.predict.media import MEDIA_EXTENSIONS
 
 __all__ = ["ResultStore", "Loaded", "safe_child", "bucket_series", "summary"]
 
@@ -35,7 +35,6 @@ DOWNLOADS = ("predictions.csv", "predictions.parquet", "va.png", "expressions.pn
              "overlay.mp4")
 # Browsers play these containers (H.264/VP9/AV1 inside); others (.mov HEVC, .avi) use the overlay.
 PLAYABLE = {".mp4", ".m4v", ".webm", ".ogv"}
-MEDIA_EXTENSIONS = set(VIDEO_EXTENSIONS) | set(IMAGE_EXTENSIONS)
 
 
 class NotFound(LookupError):
