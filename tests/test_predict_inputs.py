@@ -127,3 +127,32 @@ def test_huge_image_is_refused_from_its_header(tmp_path, monkeypatch, cnn_checkp
     assert status["huge.png"][0] == "error" and "too large" in status["huge.png"][1]
     images = next(e for e in report["inputs"] if e["input"] == "images")
     assert images["images"] == 1 and images["errors"] == 1
+
+
+def test_prediction_threads_policy(monkeypatch) -> None:
+    """The library applies what `mtaffect predict` used to set by itself; importing it loads no torch
+    (OpenMP reads its wait policy when torch loads it)."""
+    import os
+    import subprocess
+    import sys
+
+    from mtaffect.predict.threads import prediction_threads
+
+    code = "import sys, mtaffect.predict.threads; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False"
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    torch.set_num_threads(2)
+    try:
+        prediction_threads()
+        assert torch.get_num_threads() == 1
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's choice is kept
+        monkeypatch.setattr("os.cpu_count", lambda: 8)
+        torch.set_num_threads(2)
+        prediction_threads()
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
