@@ -113,35 +113,33 @@ def parse_va_line(text: str) -> tuple[float, float]:
 
 
 def parse_expr_rows(track: TrackFile, report: Report) -> np.ndarray:
-    """EXPR codes per data row (int64, no range check); a malformed row is reported and left -1.
-
-    All rows are parsed in one bulk call; only when that fails is each row parsed alone, so that
-    every bad row is reported with its line number.
-    """
-    fast = bulk_numbers(track.body, 1, integer=True)
-    if fast is not None:
-        return fast[:, 0]
-    rows = track.rows()
-    codes = np.full(len(rows), -1, dtype=np.int64)
-    for r, row in enumerate(rows):
-        try:
-            codes[r] = parse_expr_line(_text(row))
-        except NumberError as err:
-            report(r + 2, str(err))
-    return codes
+    """EXPR codes per data row (int64, no range check); a malformed row is reported and left -1."""
+    return _parse_rows(track, 1, True, parse_expr_line, report)[:, 0]
 
 
 def parse_va_rows(track: TrackFile, report: Report) -> np.ndarray:
     """(R, 2) float64 valence/arousal per data row (no range check); a malformed row is reported and
     left NaN. Both values must be finite numbers (never half a label, never an infinite one)."""
-    values = bulk_numbers(track.body, 2, integer=False)
+    return _parse_rows(track, 2, False, parse_va_line, report)
+
+
+def _parse_rows(
+    track: TrackFile, columns: int, integer: bool, parse_line: Callable[[str], object], report: Report
+) -> np.ndarray:
+    """(R, columns) int64 or float64 values: all rows in one bulk call; only when that fails is each row
+    parsed alone (``parse_line``, the same number rules), so that every bad row is reported with its
+    line. A bad row stays -1 (integers) or NaN."""
+    values = bulk_numbers(track.body, columns, integer=integer)
     if values is not None:
         return values
     rows = track.rows()
-    values = np.full((len(rows), 2), np.nan)
+    if integer:
+        values = np.full((len(rows), columns), -1, dtype=np.int64)
+    else:
+        values = np.full((len(rows), columns), np.nan)
     for r, row in enumerate(rows):
         try:
-            values[r] = parse_va_line(_text(row))
+            values[r] = parse_line(_text(row))
         except NumberError as err:
             report(r + 2, str(err))
     return values

@@ -159,6 +159,11 @@ def _reporter(skips: Skips, path: Path) -> abaw_text.Report:
     return lambda line, message: skips.malformed(DATABASE, path, line, message)
 
 
+def _bad_header(skips: Skips, path: Path, expected: str, found: str) -> None:
+    """A label file whose header is not its task's: raised (strict) or the file skipped (lenient)."""
+    skips.malformed(DATABASE, path, 1, f"expected {expected}, found {found[:80]!r}", reason="bad_header")
+
+
 def parse_expr_file(path: Path, skips: Skips) -> tuple[np.ndarray, int] | None:
     """EXPR codes per data row (int16; -1 = unannotated or skipped) and the class count (7 or 8).
 
@@ -168,13 +173,7 @@ def parse_expr_file(path: Path, skips: Skips) -> tuple[np.ndarray, int] | None:
     track = abaw_text.read_track_file(path)
     n_classes = abaw_text.expr_classes(track.header)
     if n_classes is None:
-        skips.malformed(
-            DATABASE,
-            path,
-            1,
-            f"expected an EXPR header ({abaw_text.EXPR_HEADER}[,Other]), found {track.header[:80]!r}",
-            reason="bad_header",
-        )
+        _bad_header(skips, path, f"an EXPR header ({abaw_text.EXPR_HEADER}[,Other])", track.header)
         return None
     codes = abaw_text.parse_expr_rows(track, _reporter(skips, path))
     bad = (codes < -1) | (codes >= n_classes)
@@ -199,13 +198,7 @@ def parse_va_file(path: Path, skips: Skips) -> np.ndarray | None:
     """
     track = abaw_text.read_track_file(path)
     if not abaw_text.is_va_header(track.header):
-        skips.malformed(
-            DATABASE,
-            path,
-            1,
-            f"expected the header '{abaw_text.VA_HEADER}', found {track.header[:80]!r}",
-            reason="bad_header",
-        )
+        _bad_header(skips, path, f"the header '{abaw_text.VA_HEADER}'", track.header)
         return None
     values = abaw_text.parse_va_rows(track, _reporter(skips, path))
     sentinel = np.isclose(values, labels.AFFWILD2_VA_MISSING).any(axis=1)
