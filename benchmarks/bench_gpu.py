@@ -106,7 +106,7 @@ def loop_rate(args, device, root: Path, names: list[str], stage: str, mode: str)
     from mtaffect.losses import LossConfig
     from mtaffect.models.preprocessing import Preprocessing
     from mtaffect.train.compiled import adam
-    from mtaffect.train.loop import fit
+    from mtaffect.train.loop import FitOptions, fit
     from mtaffect.train.tasks import DistillationTask, SupervisedTask
 
     n_rows = args.batch * (args.steps + 1)
@@ -136,8 +136,9 @@ def loop_rate(args, device, root: Path, names: list[str], stage: str, mode: str)
     timed = _Timed(data, args.warm, device)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
-        fit(task, timed, optimizer, run_dir=run_dir, epochs=1, to_device=prepare, device=device,
-            amp_dtype=amp, progress=False, tensorboard=False, compile=mode, save_every_steps=0)
+        options = FitOptions(epochs=1, device=device, amp_dtype=amp, compile=mode, save_every_steps=0,
+                             progress=False, tensorboard=False)
+        fit(task, timed, optimizer, run_dir=run_dir, options=options, to_device=prepare)
     timed_steps = args.steps - args.warm
     seconds = timed.t_end - timed.t_warm
     return {

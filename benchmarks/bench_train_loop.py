@@ -41,7 +41,7 @@ from mtaffect.data.tasks import sampling_weights  # noqa: E402
 from mtaffect.losses import LossConfig  # noqa: E402
 from mtaffect.models.cnn import CNNConfig, MultitaskCNN  # noqa: E402
 from mtaffect.models.preprocessing import Preprocessing  # noqa: E402
-from mtaffect.train.loop import fit  # noqa: E402
+from mtaffect.train.loop import FitOptions, fit  # noqa: E402
 from mtaffect.train.tasks import SupervisedTask  # noqa: E402
 
 TASK_SETS = ("EXPR", "VA", "EXPR_VA")
@@ -126,12 +126,9 @@ def main() -> None:
                 data,
                 optimizer,
                 run_dir=Path(tmp) / f"run{next(runs)}",
-                epochs=1,
+                options=FitOptions(epochs=1, device=device, progress=True, tensorboard=False),
                 validate=None,
                 to_device=ImagePreparer(prep, channels_last=True),
-                device=device,
-                progress=True,
-                tensorboard=False,
             )
 
         images = args.steps * len(TASK_SETS) * args.batch

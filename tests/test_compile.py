@@ -19,7 +19,7 @@ import torch
 from mtaffect.losses import LossConfig
 from mtaffect.testing import approx32, assert_close32
 from mtaffect.train import compiled, loop
-from mtaffect.train.loop import fit
+from mtaffect.train.loop import FitOptions, fit
 from mtaffect.train.tasks import DistillationTask, SupervisedTask
 from test_train import PREPARE, make_data, tiny_cnn
 
@@ -40,11 +40,8 @@ def _train(run_dir, task_factory, mode: str):
         make_data(),
         optimizer,
         run_dir=run_dir,
-        epochs=2,
+        options=FitOptions(epochs=2, compile=mode, progress=False, tensorboard=False),
         to_device=PREPARE,
-        progress=False,
-        tensorboard=False,
-        compile=mode,
     )
     return model.state_dict(), pd.read_csv(run_dir / "metrics.csv")
 

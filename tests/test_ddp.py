@@ -9,9 +9,9 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
+from mtaffect import distributed
 from mtaffect.losses import LossConfig
-from mtaffect.train import distributed
-from mtaffect.train.loop import fit
+from mtaffect.train.loop import FitOptions, fit
 from mtaffect.train.tasks import SupervisedTask
 
 
@@ -49,14 +49,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             data,
             optimizer,
             run_dir=out_dir,
-            epochs=2,
+            options=FitOptions(epochs=2, progress=False, tensorboard=False),
             validate=validate,
             to_device=PREPARE,
-            trainer=distributed.wrap(task, ctx),
-            rank=ctx.rank,
-            world=ctx.world,
-            progress=False,
-            tensorboard=False,
+            dist=ctx,
         )
         torch.save(
             {
@@ -106,9 +102,9 @@ def _resume_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         task = SupervisedTask(model, LossConfig())
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         try:
-            fit(task, make_data(rank=ctx.rank, world=ctx.world), optimizer, run_dir=run_dir, epochs=1,
-                to_device=PREPARE, trainer=distributed.wrap(task, ctx), rank=ctx.rank, world=ctx.world,
-                resume=True, progress=False, tensorboard=False)
+            fit(task, make_data(rank=ctx.rank, world=ctx.world), optimizer, run_dir=run_dir,
+                options=FitOptions(epochs=1, resume=True, progress=False, tensorboard=False),
+                to_device=PREPARE, dist=ctx)
             message = "trained"
         except UserError as error:
             message = str(error)

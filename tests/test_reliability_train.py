@@ -9,7 +9,7 @@ import torch
 
 from mtaffect.errors import UserError
 from mtaffect.losses import LossConfig
-from mtaffect.train.loop import fit
+from mtaffect.train.loop import FitOptions, fit
 from mtaffect.train.tasks import SupervisedTask
 from test_train import PREPARE, make_data, tiny_cnn
 
@@ -24,13 +24,10 @@ def _fit(tmp_path, scores):
         make_data(max_steps=1),
         torch.optim.Adam(model.parameters()),
         run_dir=tmp_path,
-        epochs=len(scores),
-        patience=0,
+        options=FitOptions(epochs=len(scores), patience=0, progress=False, tensorboard=False),
         validate=lambda m: {"abaw_sum": next(values)},
         to_device=PREPARE,
         save_best=lambda m, e: saved.append(e),
-        progress=False,
-        tensorboard=False,
     )
     return result, saved
 

@@ -14,7 +14,7 @@ from mtaffect.models.cnn import CNNConfig, MultitaskCNN
 from mtaffect.models.gru import GRUConfig, TemporalModel
 from mtaffect.models.outputs import Targets
 from mtaffect.models.preprocessing import Preprocessing
-from mtaffect.train.loop import fit
+from mtaffect.train.loop import FitOptions, fit
 from mtaffect.train.stages import STAGES
 from mtaffect.train.state import STATE_FILE, EarlyStopping, load_state
 from mtaffect.train.tasks import DistillationTask, SupervisedTask
@@ -202,15 +202,10 @@ def _run(run_dir, *, resume=False, interrupt_at=None, epochs=3, validate=None, d
         data or make_data(),
         optimizer,
         run_dir=run_dir,
-        epochs=epochs,
-        patience=5,
+        options=FitOptions(epochs=epochs, patience=5, resume=resume, progress=False, tensorboard=False, **kw),
         validate=validate or _validator([], interrupt_at),
         to_device=PREPARE,
         save_best=lambda metrics, epoch: saved.append(epoch),
-        resume=resume,
-        progress=False,
-        tensorboard=False,
-        **kw,
     )
     return model, result, saved
 
@@ -297,13 +292,10 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
         make_data(max_steps=1),
         torch.optim.Adam(model.parameters()),
         run_dir=tmp_path,
-        epochs=10,
-        patience=3,
+        options=FitOptions(epochs=10, patience=3, progress=False, tensorboard=False),
         validate=validate,
         to_device=PREPARE,
         save_best=lambda m, e: saved.append(e),
-        progress=False,
-        tensorboard=False,
     )
     assert saved == [1, 2]
     assert result.best_epoch == 2 and result.epochs_run == 5 and result.stopped_early
@@ -332,10 +324,8 @@ def test_nan_loss_stops_with_a_named_error(tmp_path):
             make_data(),
             torch.optim.Adam(model.parameters()),
             run_dir=tmp_path,
-            epochs=1,
+            options=FitOptions(epochs=1, progress=False, tensorboard=False),
             to_device=PREPARE,
-            progress=False,
-            tensorboard=False,
         )
 
 

@@ -90,20 +90,18 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from mtaffect.predict.shard import Ranks
+    from mtaffect import distributed
 
     if (os.cpu_count() or 1) <= 2:
         torch.set_num_threads(1)  # 2 spin-waiting OpenMP threads are slower than 1 here
-    ranks = Ranks.from_env()
+    ranks = distributed.DistContext.from_env()
     if not ranks.active:
         return _run(args, args.device or "cpu", ranks)
-    from mtaffect.train import distributed
-
     # torchrun: one process per GPU (cuda:LOCAL_RANK, NCCL; more processes than GPUs are refused by
     # name) or per CPU share (gloo)
     ctx = distributed.setup(args.device or "auto")
     try:
-        return _run(args, str(ctx.device), ranks)
+        return _run(args, str(ctx.device), ctx)
     finally:
         distributed.cleanup(ctx)
 

@@ -34,11 +34,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from mtaffect import distributed
+from mtaffect.distributed import DistContext
 from mtaffect.errors import InputFormatError, UserError
 from mtaffect.io import prepare_output_dir, write_json
 from mtaffect.predict.media import IMAGE_EXTENSIONS, MediaItem, expand_inputs
 from mtaffect.predict.predictor import Predictor
-from mtaffect.predict.shard import Ranks, balance, merge_entries
+from mtaffect.predict.shard import balance, merge_entries
 from mtaffect.predict.tables import TableWriter
 
 __all__ = ["predict_inputs", "plan", "Unit", "crop_folders", "MARKER", "is_finished"]
@@ -191,7 +193,7 @@ def _old_entries(out: Path) -> list[dict]:
     return list(entries.values())
 
 
-def _start(inputs, out, cropped: bool, resume: bool, overwrite: bool, ranks: Ranks):
+def _start(inputs, out, cropped: bool, resume: bool, overwrite: bool, ranks: DistContext):
     """Rank 0 prepares the output folder and lists the work; every rank gets the same list."""
     failure, work = None, None
     if ranks.rank == 0:
@@ -205,13 +207,13 @@ def _start(inputs, out, cropped: bool, resume: bool, overwrite: bool, ranks: Ran
             if not ranks.active:
                 raise
             failure = err  # raised on every rank, so that none waits for the others
-    failure, work = ranks.broadcast((failure, work))
+    failure, work = distributed.broadcast((failure, work), ranks)
     if failure is not None:
         raise failure
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)  # the other nodes' copy when --out is not shared
     old = _old_entries(out) if resume else []
-    ranks.gather(None)  # every rank has read the old reports before any rank writes its own
+    distributed.gather(None, ranks)  # every rank has read the old reports before any rank writes its own
     return out, work[0], work[1], old
 
 
@@ -227,7 +229,7 @@ def predict_inputs(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    ranks: Ranks | None = None,
+    ranks: DistContext | None = None,
 ) -> dict:
     """Run ``predictor`` on every input, writing the layout above; returns the report dict.
 
@@ -235,7 +237,7 @@ def predict_inputs(
     share of the units (:func:`mtaffect.predict.shard.balance`), records it in
     ``report.rank<r>.json``, and every rank returns the merged report that rank 0 writes.
     """
-    ranks = ranks or Ranks()
+    ranks = ranks or DistContext()
     out, units, skipped, old = _start(inputs, out, cropped, resume, overwrite, ranks)
     owner = balance([u.frames for u in units], ranks.world)
     position = _locator(units)
@@ -279,7 +281,7 @@ def predict_inputs(
             else:
                 _finish(target, entry, record)
     if ranks.active:
-        parts = ranks.gather(report["inputs"])  # also the barrier: every rank is done
+        parts = distributed.gather(report["inputs"], ranks)  # also the barrier: every rank is done
         report = {"backend": report["backend"], "inputs": merge_entries(parts, position)}
         if ranks.rank == 0:
             write_json(out / "report.json", report)

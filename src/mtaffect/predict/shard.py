@@ -5,52 +5,13 @@ The work is cut into units, one per output folder (a video, every still image to
 the output names even if its view of the inputs differs; :func:`balance` gives each unit to one rank.
 Each rank writes its own folders and its own ``report.rank<r>.json``; at the end the entries of all
 ranks are gathered (through the process group, so no shared file system is needed for the report)
-and rank 0 writes the one ``report.json``, ordered as a single process would have written it.
+and rank 0 writes the one ``report.json``, ordered as a single process would have written it
+(:func:`merge_entries`). The process group itself (broadcast, gather) is :mod:`mtaffect.distributed`.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
-__all__ = ["Ranks", "balance", "merge_entries"]
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place among ``world`` processes; ``world == 1`` needs no process group."""
-
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def from_env(cls) -> Ranks:
-        """``RANK`` and ``WORLD_SIZE`` as torchrun sets them (0 of 1 without torchrun)."""
-        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-    def broadcast(self, obj):
-        """Rank 0's ``obj`` on every rank (a picklable object)."""
-        if not self.active:
-            return obj
-        import torch.distributed as dist
-
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def gather(self, obj) -> list:
-        """Every rank's ``obj``, in rank order, on every rank."""
-        if not self.active:
-            return [obj]
-        import torch.distributed as dist
-
-        out: list = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
+__all__ = ["balance", "merge_entries"]
 
 
 def balance(sizes: list[float], world: int) -> list[int]:

@@ -11,7 +11,7 @@ gru_student gru  windows student   ground truth + the frozen GRU teacher
 
 ``frames``: per task set, balanced batches of N augmented face crops
 (:class:`mtaffect.data.loading.FrameTaskData`). ``windows``: per task set, batches of windows of the
-frozen CNN student's embeddings from the feature cache (:mod:`mtaffect.train.features`, built or
+frozen CNN student's embeddings from the feature cache (:mod:`mtaffect.features`, built or
 reused automatically, shared by the GRU teacher and student). The student is a fresh model
 (``model.init_from`` may give it e.g. the FER+ backbone), never a copy of its teacher (METHOD.md §5).
 
@@ -33,13 +33,13 @@ import numpy as np
 import torch
 import yaml
 
+from mtaffect import distributed
 from mtaffect.config import Config, component, config_from_resolved, resolve
 from mtaffect.errors import UserError
 from mtaffect.io import prepare_output_dir, write_json, write_text
 from mtaffect.runtime import amp_dtype
 from mtaffect.train import components as C
-from mtaffect.train import distributed
-from mtaffect.train.loop import FitResult, fit
+from mtaffect.train.loop import FitOptions, FitResult, fit
 from mtaffect.train.tasks import DistillationTask, SupervisedTask
 
 __all__ = ["Stage", "STAGES", "StageResult", "run_stage", "BEST_CHECKPOINT", "RUN_CONFIG"]
@@ -180,7 +180,7 @@ def _windows_pipeline(
     config: Config, ctx: distributed.DistContext, run_dir: Path
 ) -> tuple[Any, Any, Any, Any]:
     from mtaffect.data.sequences import SequenceConfig, WindowTaskData, build_window_loaders, gru_frames
-    from mtaffect.train.features import default_draws, ensure_feature_cache
+    from mtaffect.features import default_draws, ensure_feature_cache
 
     if not config.model.cnn_checkpoint:
         raise UserError("GRU stages need model.cnn_checkpoint=<the CNN student checkpoint>")
@@ -295,27 +295,28 @@ def run_stage(
             if save_joined is not None:
                 save_joined(model, meta)
 
+        options = FitOptions(
+            epochs=config.train.epochs,
+            patience=config.train.patience,
+            device=ctx.device,
+            amp_dtype=amp_dtype(ctx.device, config.train.amp),
+            compile=config.train.compile,
+            resume=resume,
+            save_every_steps=config.train.save_every_steps,
+            progress=config.train.progress,
+            tensorboard=config.train.tensorboard,
+            desc=stage.name,
+        )
         result = fit(
             task,
             data,
             optimizer,
             run_dir=run_dir,
-            epochs=config.train.epochs,
-            patience=config.train.patience,
+            options=options,
             validate=validate,
             save_best=save_best,
             to_device=to_device,
-            device=ctx.device,
-            amp_dtype=amp_dtype(ctx.device, config.train.amp),
-            resume=resume,
-            save_every_steps=config.train.save_every_steps,
-            progress=config.train.progress,
-            tensorboard=config.train.tensorboard,
-            trainer=distributed.wrap(task, ctx),
-            compile=config.train.compile,
-            rank=ctx.rank,
-            world=ctx.world,
-            desc=stage.name,
+            dist=ctx,
         )
         return StageResult(stage.name, run_dir, checkpoint, result)
     finally:

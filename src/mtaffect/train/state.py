@@ -1,9 +1,11 @@
 """Everything a run needs to continue exactly after an interruption, and early stopping.
 
-``last_state.pt`` is written (atomically) at the end of every epoch. It holds only tensors, numbers,
-strings, lists and dicts, so it loads with ``torch.load(..., weights_only=True)`` (no unpickling of
-arbitrary objects): model and optimizer state, the GradScaler state, the early-stopping state, the
-per-epoch history, the epoch count, and the python / numpy / torch (and CUDA) random states.
+``last_state.pt`` is written (atomically) at the end of every epoch, and optionally every few steps
+inside one. It holds only tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(..., weights_only=True)`` (no unpickling of arbitrary objects): model and optimizer
+state, the GradScaler state, the early-stopping state, the per-epoch history, the position (epoch,
+step; mid-epoch also the epoch's partial loss sums and seconds), and the python / numpy / torch (and
+CUDA) random states. :class:`ResumeState` is the loop's view of that file.
 The data pipeline needs no saved state: its draws depend only on (seed, epoch, step, rank).
 
 A state resumes on any device, whatever device wrote it: it is always read onto the CPU (RNG states
@@ -14,7 +16,7 @@ moments onto the parameters' device), and CUDA RNG states are restored for the G
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ import torch
 from mtaffect.errors import InputFormatError
 from mtaffect.io import atomic_path
 
-__all__ = ["EarlyStopping", "capture_rng", "restore_rng", "save_state", "load_state", "STATE_FILE"]
+__all__ = [
+    "EarlyStopping", "ResumeState", "capture_rng", "restore_rng", "save_state", "load_state", "STATE_FILE"
+]
 
 STATE_FILE = "last_state.pt"
 STATE_FORMAT = 1
@@ -138,3 +142,76 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise InputFormatError(path, f"not an mtaffect resume state (format {STATE_FORMAT} expected)")
     return state
+
+
+@dataclass
+class ResumeState:
+    """Where a run stands, as ``last_state.pt`` records it (the weights and optimizer live in their
+    own objects: :meth:`from_file` loads into them, :meth:`save` reads them).
+
+    ``epoch`` counts finished epochs, or names the epoch in progress when ``step`` > 0; then
+    ``sums`` (CPU scalar tensors, the epoch's summed named losses so far) and ``seconds`` (its
+    time so far) let the resumed epoch report the same means and time as an uninterrupted one.
+    """
+
+    stopper: EarlyStopping
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epoch: int = 0
+    step: int = 0
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        stopper: EarlyStopping,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+    ) -> ResumeState:
+        """Load ``path`` into ``model``, ``optimizer``, ``scaler`` and ``stopper`` (whose patience
+        stays the caller's), restore the random states, and return the position."""
+        state = load_state(path)  # on the CPU; load_state_dict moves it
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        stopper.load_state_dict(state["early_stopping"])
+        position = cls(
+            stopper,
+            history=list(state["history"]),
+            epoch=int(state["epoch"]),
+            step=int(state.get("step", 0)),
+            sums=dict(state.get("sums", {})),
+            seconds=float(state.get("seconds", 0.0)),
+        )
+        restore_rng(state["rng"])
+        return position
+
+    def save(
+        self,
+        path: str | Path,
+        *,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        finished: bool,
+    ) -> None:
+        """Write the state at this position (atomically, with the current random states).
+
+        ``finished``: the run has nothing left to do (last epoch, or stopped early).
+        """
+        position: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
+        if self.step > 0:  # mid-epoch: what the epoch in progress has summed and spent so far
+            position.update(sums=self.sums, seconds=self.seconds)
+        save_state(
+            path,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scaler=scaler.state_dict(),
+            early_stopping=self.stopper.state_dict(),
+            history=self.history,
+            **position,
+            finished=finished,
+        )
