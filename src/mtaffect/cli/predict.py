@@ -7,7 +7,6 @@ INPUT: video files, images, folders, globs (quote them), ``webcam:N`` or a strea
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -87,13 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    from mtaffect.predict.threads import prediction_threads
+
+    prediction_threads()  # before torch loads OpenMP (imported just below): its wait policy counts
 
     from mtaffect import distributed
 
-    if (os.cpu_count() or 1) <= 2:
-        torch.set_num_threads(1)  # 2 spin-waiting OpenMP threads are slower than 1 here
     ranks = distributed.DistContext.from_env()
     if not ranks.active:
         return _run(args, args.device or "cpu", ranks)
