@@ -42,6 +42,7 @@ from mtaffect.predict.media import IMAGE_EXTENSIONS, MediaItem, expand_inputs
 from mtaffect.predict.predictor import Predictor
 from mtaffect.predict.shard import balance, merge_entries
 from mtaffect.predict.tables import TableWriter
+from mtaffect.predict.threads import prediction_threads
 
 __all__ = ["predict_inputs", "plan", "Unit", "crop_folders", "MARKER", "is_finished"]
 
@@ -237,6 +238,7 @@ def predict_inputs(
     share of the units (:func:`mtaffect.predict.shard.balance`), records it in
     ``report.rank<r>.json``, and every rank returns the merged report that rank 0 writes.
     """
+    prediction_threads()  # one torch thread on <= 2 cores, as `mtaffect predict` runs
     ranks = ranks or DistContext()
     out, units, skipped, old = _start(inputs, out, cropped, resume, overwrite, ranks)
     owner = balance([u.frames for u in units], ranks.world)
