@@ -75,19 +75,18 @@ def bench(
     predictor = Predictor.from_checkpoint(
         ckpt, backend=backend, detect_every=detect_every, refresh_every=refresh_every, min_face=min_face
     )
-    reports = []
+    reports: list[dict] = []  # the RunReport of each repetition, as predict_video returns it (a dict)
 
     def run() -> None:
-        predictor.predict_video(video)
-        reports.append(predictor.last_report)
+        reports.append(predictor.predict_video(video).attrs["report"])
 
     timing = time_quiet(run, reps=reps, warmup=1, max_tries=reps + 1)
     rep = reports[-1]
-    frames = rep.frames
+    frames = rep["frames"]
     # stage seconds of the repetition closest to the median time (shares of its own stage total)
     timed = reports[1:] or reports
-    middle = min(timed, key=lambda r: abs(sum(r.seconds.values()) - timing.median_s))
-    stages = dict(middle.seconds)
+    middle = min(timed, key=lambda r: abs(sum(r["seconds"].values()) - timing.median_s))
+    stages = dict(middle["seconds"])
     total = sum(stages.values())
     crops = collect_crops(predictor, video)
     bs = predictor.batch_size
@@ -142,7 +141,7 @@ def bench(
         "model_quiet_reps": f"{model_timing.kept}/{model_timing.total}",
         "stage_seconds": stages,
         "stage_share": {k: v / total for k, v in stages.items()},
-        "detector_calls": rep.detector_calls,
+        "detector_calls": rep["detector_calls"],
         "detector_backend": getattr(predictor.detector, "backend", "haar"),
     }
 

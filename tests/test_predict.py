@@ -157,11 +157,12 @@ def test_face_found_flags(gru_predictor, media_dir, name, n_frames, face_frames)
 
 
 def test_video_rows_stream_in_order_and_match_the_batch_result(gru_predictor, media_dir) -> None:
-    chunks = list(gru_predictor.iter_video(media_dir / "single_face.mp4"))
+    run = gru_predictor.iter_video(media_dir / "single_face.mp4")
+    chunks = list(run)
     assert len(chunks) > 1  # rows come out while the video is read
     df = pd.concat(chunks, ignore_index=True)
     assert df["frame"].tolist() == list(range(72)) and df["face_found"].all()
-    report = gru_predictor.last_report
+    report = run.report
     assert report.frames == 72 and report.detector_calls == 15 and report.error is None
 
 
@@ -245,7 +246,7 @@ def _two_people_video(photo: np.ndarray, path: Path, n: int = 12) -> None:
     container.close()
 
 
-def test_extract_faces_and_cropped_prediction(checkpoints, media_dir, tmp_path) -> None:
+def test_extract_faces_and_cropped_prediction(checkpoints, gru_predictor, media_dir, tmp_path) -> None:
     photo = read_image(media_dir / "multi_face.jpg")
     _two_people_video(photo, tmp_path / "group.mp4")
     _two_people_video(read_image(media_dir / "single_face.jpg"), tmp_path / "solo.mp4", n=8)
@@ -281,4 +282,7 @@ def test_extract_faces_and_cropped_prediction(checkpoints, media_dir, tmp_path) 
         "solo": "ok",
         "00006.jpg": "error",
     }
+    track = gru_predictor.predict_crop_folder(out / "solo")  # the API returns the skipped crops
+    assert track["frame"].tolist() == [0, 1, 2, 4, 6, 7]
+    assert [Path(path).name for path, _ in track.attrs["skipped"]] == ["00006.jpg"]
     shutil.rmtree(out / "solo")

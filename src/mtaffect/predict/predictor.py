@@ -12,10 +12,9 @@ finished rows in frame order as soon as they are final. Memory does not grow wit
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -25,46 +24,17 @@ import pandas as pd
 from mtaffect.errors import InputFormatError
 from mtaffect.predict.align import align_faces, crop_convention, eval_zoom
 from mtaffect.predict.detect import make_detector
-from mtaffect.predict.media import VideoReader, read_image
+from mtaffect.predict.media import read_image
 from mtaffect.predict.runtime import FaceModel
-from mtaffect.predict.tables import empty_table, frame_rows, make_table
-from mtaffect.predict.temporal import StreamingWindows, predict_track
-from mtaffect.predict.track import FaceTracker
+from mtaffect.predict.tables import empty_table, make_table
+from mtaffect.predict.temporal import predict_track
+from mtaffect.predict.video import VideoRun, run_video
 
-__all__ = ["Predictor", "RunReport", "PartialVideoWarning"]
+__all__ = ["Predictor", "PartialVideoWarning"]
 
 
 class PartialVideoWarning(UserWarning):
     """``predict_video`` returned the rows of a video that could not be decoded to its end."""
-
-
-@dataclass
-class RunReport:
-    """What happened on one input: counts, the error that cut it short (if any), time per stage (s)."""
-
-    input: str
-    frames: int = 0
-    faces: int = 0
-    tracks: int = 0
-    detector_calls: int = 0
-    scene_cuts: int = 0
-    error: str | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def add(self, stage: str, dt: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + dt
-
-
-@dataclass
-class _Face:
-    frame: int
-    time: float
-    track_id: int
-    box: np.ndarray
-    score: float
-    source: str = "detected"
-    check_frame: int = 0
-    change: float = 0.0
 
 
 class Predictor:
@@ -111,8 +81,6 @@ class Predictor:
             eval_resize = float(((model.meta.get("train") or {}).get("data") or {}).get("resize_factor", 1.2))
         self.eval_resize = eval_resize
         self._post = eval_zoom(model.size, eval_resize) if eval_resize != 1.0 else None
-        self.last_report: RunReport | None = None
-        self.last_skipped: list[tuple[str, str]] = []
 
     @classmethod
     def from_checkpoint(
@@ -157,146 +125,29 @@ class Predictor:
     def predict_video(self, path: str | Path, **kwargs) -> pd.DataFrame:
         """Every decoded frame of a video as rows (one per face, one no-face row otherwise).
 
-        ``df.attrs["report"]`` holds :class:`RunReport` as a dict (also in ``last_report``). A video
-        that could not be decoded to its end (truncated, damaged) returns the rows of the frames
-        decoded before the failure and warns with :class:`PartialVideoWarning`.
+        ``df.attrs["report"]`` holds the video's :class:`~mtaffect.predict.video.RunReport` as a
+        dict. A video that could not be decoded to its end (truncated, damaged) returns the rows of
+        the frames decoded before the failure and warns with :class:`PartialVideoWarning`.
         """
-        parts = list(self.iter_video(path, **kwargs))
+        run = self.iter_video(path, **kwargs)
+        parts = list(run)
         df = pd.concat(parts, ignore_index=True) if parts else empty_table()
-        report = self.last_report
-        df.attrs["report"] = asdict(report)
-        if report.error:
-            warnings.warn(f"{path}: partial result: {report.error}", PartialVideoWarning, stacklevel=2)
+        df.attrs["report"] = asdict(run.report)
+        if run.report.error:
+            warnings.warn(f"{path}: partial result: {run.report.error}", PartialVideoWarning, stacklevel=2)
         return df
 
     def iter_video(
         self, path: str | Path, *, debug_crops: str | Path | None = None, progress: bool = False
-    ) -> Iterator[pd.DataFrame]:
+    ) -> VideoRun:
         """Stream the rows of a video in (frame, track_id) order, in chunks, as they become final.
 
-        A decoding failure (truncated file) ends the stream early after yielding every row of the
-        frames decoded before it; ``last_report.error`` says what happened.
+        Returns a :class:`~mtaffect.predict.video.VideoRun`: iterate it for the chunks; its
+        ``report`` is complete once they have all been read. A decoding failure (truncated file)
+        ends the stream early after yielding every row of the frames decoded before it;
+        ``report.error`` says what happened.
         """
-        report = RunReport(str(path))
-        self.last_report = report
-        reader = VideoReader(str(path))
-        tracker = FaceTracker(
-            self.detector,
-            detect_every=self.detect_every,
-            refresh_every=self.refresh_every,
-            smooth=self.smooth,
-            max_faces=self.max_faces,
-        )
-        name = str(path)
-        pending: list[_Face] = []
-        pending_crops: list[np.ndarray] = []
-        streams: dict[int, StreamingWindows] = {}
-        ready: list[tuple[int, int, object]] = []  # (frame, track or -1, payload)
-        seen_tracks: set[int] = set()
-        prev_ids: set[int] = set()
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=reader.frame_count, unit="frame", desc=Path(name).name, leave=False)
-
-        def run_batch() -> None:
-            if not pending:
-                return
-            t0 = time.perf_counter()
-            out = self.model.frames(np.concatenate(pending_crops))
-            if not self.temporal:
-                dec = self.model.decode(out)
-                for k, face in enumerate(pending):
-                    vals = np.concatenate([dec["probabilities"][k], [dec["valence"][k], dec["arousal"][k]]])
-                    ready.append((face.frame, face.track_id, (face, vals)))
-            else:
-                by_track: dict[int, list[int]] = {}
-                for k, face in enumerate(pending):
-                    by_track.setdefault(face.track_id, []).append(k)
-                for tid, ks in by_track.items():
-                    stream = streams.setdefault(
-                        tid, StreamingWindows(self.model, length=self.window, stride=self.stride)
-                    )
-                    done = stream.push([pending[k] for k in ks], out["emb_expr"][ks], out["emb_va"][ks])
-                    ready.extend((f.frame, f.track_id, (f, v)) for f, v in done)
-            pending.clear()
-            pending_crops.clear()
-            report.add("model", time.perf_counter() - t0)
-
-        def finish_track(tid: int) -> None:
-            stream = streams.pop(tid, None)
-            if stream is not None:
-                t0 = time.perf_counter()
-                ready.extend((f.frame, f.track_id, (f, v)) for f, v in stream.finish())
-                report.add("model", time.perf_counter() - t0)
-
-        def emit(watermark: float) -> pd.DataFrame | None:
-            take = [r for r in ready if r[0] < watermark]
-            if not take:
-                return None
-            ready[:] = [r for r in ready if r[0] >= watermark]
-            return frame_rows(name, sorted(take, key=lambda r: (r[0], r[1])))
-
-        frames = iter(reader)
-        frame_no = -1
-        while True:
-            t0 = time.perf_counter()
-            try:
-                fr = next(frames)
-            except StopIteration:
-                break
-            t1 = time.perf_counter()
-            report.add("decode", t1 - t0)
-            frame_no = fr.index
-            faces = tracker.update(fr.image)
-            t2 = time.perf_counter()
-            report.add("detect", t2 - t1)
-            ids = {f.track_id for f in faces}
-            seen_tracks |= ids
-            if faces:
-                boxes = np.stack([f.box for f in faces])
-                lms = None if faces[0].landmarks is None else np.stack([f.landmarks for f in faces])
-                crops = self.crops(fr.image, boxes, lms)
-                pending_crops.append(crops)
-                pending.extend(
-                    _Face(fr.index, fr.time, f.track_id, f.box, f.score, f.source, fr.index - f.age, f.change)
-                    for f in faces
-                )
-                if debug_crops is not None:
-                    _write_debug(Path(debug_crops), fr.index, [f.track_id for f in faces], crops)
-                report.faces += len(faces)
-            else:
-                ready.append((fr.index, -1, fr.time))
-            report.add("align", time.perf_counter() - t2)
-            ended = prev_ids - ids
-            if ended and self.temporal:
-                run_batch()
-                for tid in sorted(ended):
-                    finish_track(tid)
-            prev_ids = ids
-            if len(pending) >= self.batch_size:
-                run_batch()
-            marks = [fr.index + 1] + ([pending[0].frame] if pending else [])
-            marks += [s.pending_item.frame for s in streams.values() if s.pending_item is not None]
-            chunk = emit(min(marks))
-            if bar is not None:
-                bar.update(1)
-            if chunk is not None:
-                yield chunk
-        run_batch()
-        for tid in sorted(streams):
-            finish_track(tid)
-        if bar is not None:
-            bar.close()
-        report.frames = reader.frames_read
-        report.error = reader.error
-        report.tracks = len(seen_tracks)
-        report.detector_calls = tracker.detector_calls
-        report.scene_cuts = tracker.cuts
-        chunk = emit(frame_no + 1)
-        if chunk is not None:
-            yield chunk
+        return run_video(self, path, debug_crops=debug_crops, progress=progress)
 
     # ------------------------------------------------------------------ images
     def predict_images(
@@ -370,7 +221,7 @@ class Predictor:
 
         Rows carry ``frame`` = image number − 1 (the 0-based video frame). Files whose stem is not a
         number are ignored; an unreadable image is skipped (a gap, like a frame without a face) and
-        listed in ``last_skipped`` as ``(path, message)``.
+        listed in ``df.attrs["skipped"]`` as ``(path, message)`` pairs (empty when none was).
         """
         folder = Path(folder)
         files = sorted(
@@ -379,7 +230,7 @@ class Predictor:
         if not files:
             raise InputFormatError(folder, "no NNNNN.jpg face images in this folder")
         size = self.model.size
-        self.last_skipped = []
+        skipped: list[tuple[str, str]] = []
         good: list[int] = []
 
         def chunks() -> Iterator[np.ndarray]:
@@ -389,7 +240,7 @@ class Predictor:
                     try:
                         img = read_image(p)
                     except InputFormatError as err:
-                        self.last_skipped.append((str(p), str(err)))
+                        skipped.append((str(p), str(err)))
                         continue
                     if img.shape[:2] != (size, size):
                         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
@@ -399,7 +250,9 @@ class Predictor:
                     yield np.stack(batch)
 
         logits = self._cnn_chunks(chunks())
-        return self._crop_table(logits, np.array(good, np.int64), input=str(folder), temporal=temporal)
+        df = self._crop_table(logits, np.array(good, np.int64), input=str(folder), temporal=temporal)
+        df.attrs["skipped"] = skipped
+        return df
 
     def _predict_crop_chunks(self, chunks, n, *, frames, input, temporal) -> pd.DataFrame:
         frames = np.arange(n) if frames is None else np.asarray(frames, np.int64)
@@ -452,11 +305,3 @@ class Predictor:
             arousal=aro,
             face_source=None,
         )
-
-
-def _write_debug(folder: Path, frame: int, track_ids: list[int], crops: np.ndarray) -> None:
-    """``folder/<track>/<frame+1:05d>.jpg``: the exact model-input crops, to check alignment by eye."""
-    for tid, crop in zip(track_ids, crops):
-        sub = folder / f"track{tid}"
-        sub.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(sub / f"{frame + 1:05d}.jpg"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))

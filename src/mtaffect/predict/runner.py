@@ -304,7 +304,7 @@ def _crops(predictor: Predictor, unit: Unit, target: Path, plots: bool, record) 
     except InputFormatError as err:
         record({"input": str(folder), "status": "error", "error": str(err)})
         return
-    for path, msg in predictor.last_skipped:
+    for path, msg in df.attrs["skipped"]:
         record({"input": path, "status": "error", "error": msg})
     with TableWriter(target / "predictions") as writer:
         writer.write(df)
@@ -358,17 +358,18 @@ def _one_video(predictor, item, target, name, plots, overlay, debug_crops, progr
     t0 = time.perf_counter()
     entry: dict = {"input": item.path, "output": name}
     try:
+        run = predictor.iter_video(
+            item.path, debug_crops=target / "debug_crops" if debug_crops else None, progress=progress
+        )
         with TableWriter(target / "predictions") as writer:
-            for chunk in predictor.iter_video(
-                item.path, debug_crops=target / "debug_crops" if debug_crops else None, progress=progress
-            ):
+            for chunk in run:
                 writer.write(chunk)
     except InputFormatError as err:
         return {"input": item.path, "status": "error", "error": str(err)}
     except KeyboardInterrupt:
         print(f"interrupted: the rows so far are in {target / 'predictions.partial.csv'}", file=sys.stderr)
         raise
-    rep = predictor.last_report
+    rep = run.report
     seconds = dict(rep.seconds)
     seconds["predict"] = time.perf_counter() - t0
     # read back from disk: prediction itself never held the whole table

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mtaffect.io import write_json
 from mtaffect.predict.predictor import Predictor
+from mtaffect.predict.video import VideoRun
 
 __all__ = ["Job", "JobManager", "JobCancelled", "TrackedPredictor"]
 
@@ -48,9 +49,13 @@ class TrackedPredictor(Predictor):
         if self.cancel_event is not None and self.cancel_event.is_set():
             raise JobCancelled
 
-    def iter_video(self, path, **kwargs) -> Iterator:  # noqa: ANN001 - same signature as the parent
+    def iter_video(self, path, **kwargs) -> VideoRun:  # noqa: ANN001 - same signature as the parent
         self._check()
         inner = super().iter_video(path, **kwargs)
+        return VideoRun(self._tracked(path, inner), inner.report)
+
+    def _tracked(self, path: str | Path, inner: VideoRun) -> Iterator:
+        """``inner``'s chunks, reporting the last finished frame of each and checking for a cancel."""
         try:
             for chunk in inner:
                 self._check()
