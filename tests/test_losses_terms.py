@@ -287,3 +287,11 @@ def test_ccc_with_mask_equals_ccc_of_the_selected_frames(unbiased: bool) -> None
     assert ccc_torch(x, y_garbage, mask, unbiased=unbiased).item() == pytest.approx(
         expected.item(), abs=1e-12
     )
+
+
+def test_authors_edges_are_numpys_linspace_bit_for_bit() -> None:
+    # the bins of eq. 2 depend on the last bit of each edge (docstring of va_bin_targets)
+    from mtaffect.losses.terms import authors_edges
+
+    for bins in (1, 2, 7, 20, 21, 40, 99, 256):
+        assert np.array_equal(np.asarray(authors_edges(bins)), np.linspace(-1, 1, bins + 1)), bins

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -79,11 +78,18 @@ def expression_ce(
     return masked_mean(F.cross_entropy(logits, labels, reduction="none"), mask)
 
 
+def authors_edges(bins: int) -> list[float]:
+    """The authors' float64 bin edges ``np.linspace(-1, 1, bins + 1)``, in plain Python arithmetic (the
+    same IEEE operations as numpy: ``start + i * step``, the last edge exactly ``stop``), so that
+    torch.compile folds them into a constant instead of tracing numpy through its emulation."""
+    step = (VA_MAX - VA_MIN) / bins
+    return [VA_MIN + i * step for i in range(bins)] + [float(VA_MAX)]
+
+
 @functools.lru_cache(maxsize=16)
 def _bin_edges(bins: int, device: torch.device) -> torch.Tensor:
-    """The authors' float64 edges ``np.linspace(-1, 1, bins + 1)``, copied to each device once (a
-    host-to-device copy per call would synchronise)."""
-    return torch.from_numpy(np.linspace(VA_MIN, VA_MAX, bins + 1)).to(device)
+    """:func:`authors_edges` on ``device``, copied once (a host-to-device copy per call would synchronise)."""
+    return torch.tensor(authors_edges(bins), dtype=torch.float64, device=device)
 
 
 def va_bin_targets(values: torch.Tensor, bins: int = VA_BINS) -> torch.Tensor:
@@ -103,9 +109,11 @@ def va_bin_targets(values: torch.Tensor, bins: int = VA_BINS) -> torch.Tensor:
     if checked and values.numel() and not torch.isfinite(values).all():
         raise ValueError("valence/arousal targets contain NaN or inf: mask frames without a VA label")
     device = values.device if values.device.type != "mps" else torch.device("cpu")  # MPS has no float64
-    # inside torch.compile the edges become a constant of the graph (dynamo would bypass the cache anyway)
-    cached = not torch.compiler.is_compiling()
-    edges = _bin_edges(bins, device) if cached else _bin_edges.__wrapped__(bins, device)
+    # inside torch.compile the edges are a constant of the graph (dynamo would bypass the lru_cache)
+    if torch.compiler.is_compiling():
+        edges = torch.tensor(authors_edges(bins), dtype=torch.float64, device=device)
+    else:
+        edges = _bin_edges(bins, device)
     index = torch.bucketize(values.detach().to(device, torch.float64), edges, right=True) - 1
     return index.clamp_(0, bins - 1).to(values.device)
 
