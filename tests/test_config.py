@@ -98,16 +98,16 @@ def _build_section(section: str, config: Config, tmp_path) -> None:
         run_stage(config, tmp_path / "run", device="cpu")
 
 
-@pytest.mark.parametrize(
-    ("stage", "override", "message"),
-    [
-        ("cnn_teacher", "model.cnn.backbon=resnet_tiny", "model.cnn.backbon; did you mean backbone"),
-        ("gru_teacher", "model.gru.hiden=32", "model.gru.hiden; did you mean hidden"),
-        ("cnn_teacher", "loss.temprature=2", "loss.temprature; did you mean temperature"),
-        ("cnn_teacher", "data.task_sets.va_evry=3", "data.task_sets.va_evry; did you mean va_every"),
-        ("gru_teacher", "data.sequences.lenght=8", "data.sequences.lenght; did you mean length"),
-    ],
-)
+OWNED_SECTION_TYPOS = [
+    ("cnn_teacher", "model.cnn.backbon=resnet_tiny", "model.cnn.backbon; did you mean backbone"),
+    ("gru_teacher", "model.gru.hiden=32", "model.gru.hiden; did you mean hidden"),
+    ("cnn_teacher", "loss.temprature=2", "loss.temprature; did you mean temperature"),
+    ("cnn_teacher", "data.task_sets.va_evry=3", "data.task_sets.va_evry; did you mean va_every"),
+    ("gru_teacher", "data.sequences.lenght=8", "data.sequences.lenght; did you mean length"),
+]
+
+
+@pytest.mark.parametrize(("stage", "override", "message"), OWNED_SECTION_TYPOS)
 def test_unknown_key_of_each_owned_section_is_named_by_its_builder(stage, override, message, tmp_path):
     *section, key = override.split("=")[0].split(".")
     config = load_config(stage, [override, "train.progress=false", "model.cnn_checkpoint=missing.pt"])
@@ -117,6 +117,25 @@ def test_unknown_key_of_each_owned_section_is_named_by_its_builder(stage, overri
     assert key in node  # loading keeps an owner's section as given: its builder is the one check
     with pytest.raises(UserError, match=f"unknown config key {message}"):
         _build_section(".".join(section), config, tmp_path)
+
+
+@pytest.mark.parametrize("override", [case[1] for case in OWNED_SECTION_TYPOS])
+def test_every_owned_section_is_checked_before_a_run_starts(override, tmp_path, capsys):
+    # check_config builds each section up front: a typo in loss or data.sequences must not wait for
+    # the data pipeline or the feature cache; `mtaffect train --print-config` refuses it too
+    from mtaffect.cli import main
+    from mtaffect.train.stages import check_config
+
+    stage = next(case[0] for case in OWNED_SECTION_TYPOS if case[1] == override)
+    key = override.split("=")[0]
+    with pytest.raises(UserError, match=f"unknown config key {key}"):
+        check_config(load_config(stage, [override]))
+    out = tmp_path / "run"
+    assert main(["train", stage, override, "--out", str(out), "--print-config"]) == 2
+    captured = capsys.readouterr()
+    assert key in captured.err and captured.out == ""
+    assert not out.exists()
+    check_config(load_config(stage))  # the packaged recipe itself passes
 
 
 def test_owner_dataclass_rejects_bad_values_as_user_errors():

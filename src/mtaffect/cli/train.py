@@ -46,13 +46,14 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from mtaffect.config import load_config, resolve
+    from mtaffect.train.stages import check_config, run_stage
 
     config = load_config(args.config, args.overrides)
+    check_config(config)  # every section's keys, before anything prints or runs
     if args.print_config:
         print(yaml.safe_dump(resolve(config), sort_keys=False), end="")
         return 0
     from mtaffect.io import check_writable, remove_leftovers
-    from mtaffect.train.stages import run_stage
 
     # outputs first: a read-only or full run folder fails now, before data and model are loaded
     check_writable(args.out / "metrics.csv")

@@ -42,7 +42,7 @@ from mtaffect.train import components as C
 from mtaffect.train.loop import FitOptions, FitResult, fit
 from mtaffect.train.tasks import DistillationTask, SupervisedTask
 
-__all__ = ["Stage", "STAGES", "StageResult", "run_stage", "BEST_CHECKPOINT", "RUN_CONFIG"]
+__all__ = ["Stage", "STAGES", "StageResult", "check_config", "run_stage", "BEST_CHECKPOINT", "RUN_CONFIG"]
 # GRU stages also write mtaffect.checkpoint.CNN_GRU_CHECKPOINT ("cnn_gru.safetensors") beside BEST_CHECKPOINT
 
 BEST_CHECKPOINT = "best.safetensors"
@@ -227,6 +227,28 @@ def _windows_pipeline(
     return data, WindowTaskData.to_device, validate, None
 
 
+def check_config(config: Config) -> None:
+    """Build every section another module owns (model.cnn, model.gru, data.task_sets, data.sequences,
+    loss) once, so that a mistyped key or a bad value fails now, naming its dotted path, not after the
+    data pipeline or the feature cache has run. (config.py cannot check them itself: it sits below
+    the layers that define these dataclasses; docs/design.md.)"""
+    from mtaffect.data.sequences import SequenceConfig
+    from mtaffect.data.tasks import TaskSetConfig
+    from mtaffect.models.cnn import CNNConfig
+    from mtaffect.models.gru import GRUConfig
+
+    if config.stage.name not in STAGES:
+        raise UserError(f"stage.name {config.stage.name!r} is not one of {', '.join(STAGES)}")
+    for cls, section, where in (
+        (CNNConfig, config.model.cnn, "model.cnn"),
+        (GRUConfig, config.model.gru, "model.gru"),
+        (TaskSetConfig, config.data.task_sets, "data.task_sets"),
+        (SequenceConfig, config.data.sequences, "data.sequences"),
+    ):
+        component(cls, section, where)
+    _loss_config(config)
+
+
 def run_stage(
     config: Config,
     out_dir: str | Path,
@@ -240,8 +262,7 @@ def run_stage(
     ``out_dir`` is never overwritten unless ``overwrite``; ``resume`` continues it from its last
     finished epoch. ``device`` overrides ``train.device``. Launch under ``torchrun`` for DDP.
     """
-    if config.stage.name not in STAGES:
-        raise UserError(f"stage.name {config.stage.name!r} is not one of {', '.join(STAGES)}")
+    check_config(config)
     stage = STAGES[config.stage.name]
     if device is not None:
         config.train.device = device
