@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 EXAMPLES = """examples:
   mtaffect extract-faces videos/ --out cropped_aligned/
@@ -28,13 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    from mtaffect.predict.threads import prediction_threads
 
+    prediction_threads()  # before torch loads OpenMP (imported just below): its wait policy counts
     from mtaffect.predict.extract import extract_faces
 
-    if (os.cpu_count() or 1) <= 2:
-        torch.set_num_threads(1)
     report = extract_faces(
         args.videos,
         args.out,

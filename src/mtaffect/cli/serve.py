@@ -6,7 +6,6 @@ Binds 127.0.0.1 by default; any other ``--host`` requires the token printed at s
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 EXAMPLES = """examples:
@@ -93,13 +92,11 @@ def start(app_factory, args: argparse.Namespace, label: str) -> int:  # noqa: AN
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    from mtaffect.predict.threads import prediction_threads
 
+    prediction_threads()  # as `predict`, before torch loads OpenMP
     from mtaffect.serve.app import create_app, vendor_ready
 
-    if (os.cpu_count() or 1) <= 2:
-        torch.set_num_threads(1)  # as `predict`: 2 spin-waiting OpenMP threads are slower than 1 here
     checkpoints, default = checkpoints_of(args.checkpoint, args.models)
     options = {
         "backend": args.backend,
