@@ -24,8 +24,8 @@ from mtaffect.evaluate import (
 from mtaffect.models.gru import GRUConfig, TemporalModel
 from mtaffect.models.outputs import Outputs, va_bin_values
 from mtaffect.models.preprocessing import Preprocessing
-from mtaffect.testing import approx32
-from test_features import PREP, FakeReader, build, tiny_cnn, toy_index
+from mtaffect.testing import approx32, tiny_cnn
+from support import FEATURE_PREP, FakeReader, feature_cache, toy_index
 
 
 class FrameNumberCache:
@@ -76,7 +76,7 @@ def test_gru_evaluation_predicts_every_frame_once_and_in_order(n_frames, stride)
 
 def test_gru_validator_scores_a_real_temporal_model(tmp_path):
     index = toy_index(n_tracks=2, n_frames=40, split="validation")
-    cache = build(tmp_path, tiny_cnn(), index)
+    cache = feature_cache(tmp_path, tiny_cnn().eval(), index)
     validate = make_gru_validator(labelled_frames(index), cache, length=16, stride=16)
     result = validate(TemporalModel(GRUConfig()))
     assert set(result) >= {"expr_score", "ccc_valence", "ccc_arousal", "abaw_sum"}
@@ -88,7 +88,7 @@ def test_gru_validator_scores_a_real_temporal_model(tmp_path):
 def test_cnn_validator_matches_direct_prediction_and_keeps_train_mode():
     index = toy_index(n_tracks=2, n_frames=12, split="validation")
     model = tiny_cnn().train()
-    prep = Preprocessing.from_dict(PREP)
+    prep = Preprocessing.from_dict(FEATURE_PREP)
     direct = predict_cnn_frames(model, index, {}, preprocessing=prep, reader=FakeReader(index), batch_size=5)
     assert model.training  # restored after evaluation
     validate = make_cnn_validator(index, {}, preprocessing=prep, reader=FakeReader(index), batch_size=7)

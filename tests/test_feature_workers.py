@@ -15,16 +15,17 @@ import torch
 from mtaffect.data.prefetch import default_workers, ordered_chunks
 from mtaffect.evaluate import IN_MEMORY_LIMIT, make_cnn_validator, predict_cnn_frames
 from mtaffect.models.preprocessing import Preprocessing
-from test_features import PREP, FakeReader, build, tiny_cnn, toy_index
+from mtaffect.testing import tiny_cnn
+from support import FEATURE_PREP, FakeReader, feature_cache, toy_index
 
 
 def test_feature_cache_from_two_workers_equals_one_process(tmp_path):
     index = toy_index(n_tracks=3, n_frames=7)  # 21 frames: chunks of 8, 8 and a short one
-    model = tiny_cnn()
+    model = tiny_cnn().eval()
     reads: list[int] = []
-    one = build(tmp_path / "one", model, index, batch_size=8, workers=0,
-                factory=lambda df: FakeReader(df, reads))
-    two = build(tmp_path / "two", model, index, batch_size=8, workers=2)
+    one = feature_cache(tmp_path / "one", model, index, batch_size=8, workers=0,
+                        factory=lambda df: FakeReader(df, reads))
+    two = feature_cache(tmp_path / "two", model, index, batch_size=8, workers=2)
     assert reads == [8, 8, 5]  # each face decoded once for all 9 draws, not once per draw
     assert len(one.draws) == 9
     for task in ("EXPR", "VA"):
@@ -34,9 +35,9 @@ def test_feature_cache_from_two_workers_equals_one_process(tmp_path):
 
 def test_feature_cache_resumed_with_workers_fills_only_missing_chunks(tmp_path):
     index = toy_index(n_tracks=2, n_frames=8)
-    model = tiny_cnn()
-    full = build(tmp_path / "full", model, index, batch_size=4, workers=0)
-    first = build(tmp_path / "part", model, index, batch_size=4, workers=0)
+    model = tiny_cnn().eval()
+    full = feature_cache(tmp_path / "full", model, index, batch_size=4, workers=0)
+    first = feature_cache(tmp_path / "part", model, index, batch_size=4, workers=0)
     folder = first.path
     # forget chunks 1 and 3 (as if killed), zero their rows, finish with two workers
     progress = json.loads((folder / "progress.json").read_text())
@@ -51,7 +52,7 @@ def test_feature_cache_resumed_with_workers_fills_only_missing_chunks(tmp_path):
         mm[:, 12:16] = 0
         mm.flush()
         del mm
-    done = build(tmp_path / "part", model, index, batch_size=4, workers=2)
+    done = feature_cache(tmp_path / "part", model, index, batch_size=4, workers=2)
     assert json.loads((folder / "progress.json").read_text())["done"] == [0, 1, 2, 3]
     for task in ("EXPR", "VA"):
         assert np.array_equal(np.asarray(done.embeddings[task]), np.asarray(full.embeddings[task]))
@@ -65,8 +66,8 @@ def test_cnn_evaluation_from_workers_equals_one_process(monkeypatch, in_memory):
         monkeypatch.setattr(evaluate, "IN_MEMORY_LIMIT", 0)
     assert evaluate.IN_MEMORY_LIMIT == (IN_MEMORY_LIMIT if in_memory else 0)
     index = toy_index(n_tracks=2, n_frames=11)
-    model = tiny_cnn()
-    prep = Preprocessing.from_dict(PREP)
+    model = tiny_cnn().eval()
+    prep = Preprocessing.from_dict(FEATURE_PREP)
     one = predict_cnn_frames(model, index, {}, preprocessing=prep, reader=FakeReader(index), batch_size=5,
                              workers=0)
     two = predict_cnn_frames(model, index, {}, preprocessing=prep, reader=FakeReader(index), batch_size=5,

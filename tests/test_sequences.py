@@ -18,7 +18,8 @@ from mtaffect.data.sequences import (
     iterate_steps,
     track_windows,
 )
-from test_features import build, tiny_cnn, toy_index
+from mtaffect.testing import tiny_cnn
+from support import feature_cache, toy_index
 
 
 def gappy_index() -> pd.DataFrame:
@@ -50,7 +51,7 @@ def test_windows_never_cross_a_gap_and_short_runs_are_padded_or_dropped():
 def test_window_set_masks_padding_and_missing_labels(tmp_path):
     index = gappy_index()
     cfg = SequenceConfig(length=16, stride=8)
-    cache = build(tmp_path, tiny_cnn(), gru_frames(index, cfg))
+    cache = feature_cache(tmp_path, tiny_cnn().eval(), gru_frames(index, cfg))
     frames = gru_task_frames(index, "VA", cfg)
     ws = build_window_set(frames, cache.positions(frames), length=16, stride=8)
     assert not ws.has_va[~ws.valid].any() and not ws.has_expression[~ws.valid].any()
@@ -68,7 +69,7 @@ def test_window_set_masks_padding_and_missing_labels(tmp_path):
 def test_loader_batches_use_one_draw_per_window_and_are_seeded(tmp_path):
     index = gappy_index()
     cfg = SequenceConfig(length=16, stride=8)
-    cache = build(tmp_path, tiny_cnn(), gru_frames(index, cfg))
+    cache = feature_cache(tmp_path, tiny_cnn().eval(), gru_frames(index, cfg))
     loaders = build_window_loaders(index, cache, cfg, batch_size=2, seed=3)
     steps = list(iterate_steps(loaders, epoch=0))
     assert len(steps) == min(len(v) for v in loaders.values())

@@ -7,8 +7,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtaffect.models import CNNConfig, MultitaskCNN
+
 __all__ = [
-    "FLOAT32_ATOL", "FLOAT32_RTOL", "approx32", "assert_close32", "tiny_checkpoint", "trained_like"
+    "FLOAT32_ATOL",
+    "FLOAT32_RTOL",
+    "approx32",
+    "assert_close32",
+    "tiny_checkpoint",
+    "tiny_cnn",
+    "trained_like",
 ]
 
 # How far two float32 computations of the same quantity may drift when only the order of the
@@ -60,12 +68,28 @@ def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def tiny_checkpoint(path: Any, kind: str = "cnn_gru", seed: int = 0) -> Any:
-    """Write a trained-like tiny checkpoint (``resnet_tiny`` CNN, default GRU) to ``path``; returns it."""
+def tiny_cnn(seed: int = 0, *, trained: bool = False, **config: Any) -> MultitaskCNN:
+    """A ``resnet_tiny`` :class:`MultitaskCNN` built right after ``torch.manual_seed(seed)``.
+
+    ``config`` sets other :class:`CNNConfig` fields (``hidden=16``, ``va_decoding="centres"``). As
+    built the model is in train mode with PyTorch's initialisation; ``trained=True`` passes it
+    through :func:`trained_like` with the same seed (eval mode), for checks of exported or
+    checkpointed numbers. The same seed and config give the same weights on every call.
+    """
+    torch.manual_seed(seed)
+    model = MultitaskCNN(CNNConfig(backbone="resnet_tiny", **config))
+    return trained_like(model, seed) if trained else model
+
+
+def tiny_checkpoint(path: Any, kind: str = "cnn_gru", seed: int = 0, **meta: Any) -> Any:
+    """Write a trained-like tiny checkpoint (``resnet_tiny`` CNN, default GRU) to ``path``; returns it.
+
+    ``meta`` goes to :func:`mtaffect.checkpoint.save_checkpoint` (``preprocessing``, ``stage``).
+    """
     from mtaffect.checkpoint import save_checkpoint
     from mtaffect.models import create_model
 
     torch.manual_seed(seed)
     model = create_model(kind, {"cnn": {"backbone": "resnet_tiny"}, "gru": {}})
-    save_checkpoint(path, trained_like(model, seed))
+    save_checkpoint(path, trained_like(model, seed), **meta)
     return path
