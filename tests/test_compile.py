@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from mtaffect.losses import LossConfig
-from mtaffect.testing import approx32, assert_close32
+from mtaffect.testing import approx32, assert_close32, tiny_cnn
 from mtaffect.train import compiled, loop
 from mtaffect.train.loop import FitOptions, fit
 from mtaffect.train.tasks import DistillationTask, SupervisedTask
-from test_train import PREPARE, make_data, tiny_cnn
+from support import FRAME_PREPARER, make_data
 
 pytest.importorskip("torch._dynamo")
 
@@ -41,7 +41,7 @@ def _train(run_dir, task_factory, mode: str):
         optimizer,
         run_dir=run_dir,
         options=FitOptions(epochs=2, compile=mode, progress=False, tensorboard=False),
-        to_device=PREPARE,
+        to_device=FRAME_PREPARER,
     )
     return model.state_dict(), pd.read_csv(run_dir / "metrics.csv")
 
@@ -57,13 +57,13 @@ def _without_dropout(model):
 
 
 def _teacher():
-    model = _without_dropout(tiny_cnn(0))
+    model = _without_dropout(tiny_cnn(0, hidden=16))
     return model, SupervisedTask(model, LossConfig())
 
 
 def _student():
-    teacher = tiny_cnn(5).eval()
-    model = _without_dropout(tiny_cnn(1))
+    teacher = tiny_cnn(5, hidden=16).eval()
+    model = _without_dropout(tiny_cnn(1, hidden=16))
     return model, DistillationTask(model, teacher, LossConfig(), shared_labels=True)
 
 

@@ -4,26 +4,19 @@ and end with identical weights (gradients are averaged by DDP during backward)."
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
 
 from mtaffect import distributed
 from mtaffect.losses import LossConfig
+from mtaffect.testing import tiny_cnn
 from mtaffect.train.loop import FitOptions, fit
 from mtaffect.train.tasks import SupervisedTask
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import FRAME_PREPARER, free_port, make_data
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    from test_train import PREPARE, make_data, tiny_cnn
-
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -34,7 +27,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     ctx = distributed.setup("cpu")
     try:
-        model = tiny_cnn(0)
+        model = tiny_cnn(0, hidden=16)
         task = SupervisedTask(model, LossConfig())
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
         data = make_data(rank=ctx.rank, world=ctx.world)
@@ -51,7 +44,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             run_dir=out_dir,
             options=FitOptions(epochs=2, progress=False, tensorboard=False),
             validate=validate,
-            to_device=PREPARE,
+            to_device=FRAME_PREPARER,
             dist=ctx,
         )
         torch.save(
@@ -68,7 +61,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def test_two_gloo_processes_end_with_identical_weights(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["steps"] == r1["steps"] == (24 // 2) // 8
@@ -76,9 +69,7 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert r0["best_epoch"] == r1["best_epoch"] == 2
     for name, a in r0["state"].items():
         torch.testing.assert_close(a, r1["state"][name], rtol=0, atol=0, msg=name)
-    from test_train import tiny_cnn
-
-    initial = tiny_cnn(0).state_dict()
+    initial = tiny_cnn(0, hidden=16).state_dict()
     changed = [k for k, v in initial.items() if v.is_floating_point() and not torch.equal(v, r0["state"][k])]
     assert changed, "training changed no weight"
     assert (tmp_path / "metrics.csv").exists() and (tmp_path / "last_state.pt").exists()
@@ -86,7 +77,6 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
 
 def _resume_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from mtaffect.errors import UserError
-    from test_train import PREPARE, make_data, tiny_cnn
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
@@ -98,13 +88,13 @@ def _resume_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         with open(os.path.join(run_dir, "last_state.pt"), "wb") as f:
             f.write(b"a state")
     try:
-        model = tiny_cnn(0)
+        model = tiny_cnn(0, hidden=16)
         task = SupervisedTask(model, LossConfig())
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         try:
             fit(task, make_data(rank=ctx.rank, world=ctx.world), optimizer, run_dir=run_dir,
                 options=FitOptions(epochs=1, resume=True, progress=False, tensorboard=False),
-                to_device=PREPARE, dist=ctx)
+                to_device=FRAME_PREPARER, dist=ctx)
             message = "trained"
         except UserError as error:
             message = str(error)
@@ -115,7 +105,7 @@ def _resume_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def test_a_resume_that_not_every_rank_can_read_stops_on_every_rank(tmp_path):
-    mp.spawn(_resume_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_resume_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank, seen in ((0, "found"), (1, "missing")):
         message = (tmp_path / f"rank{rank}.txt").read_text()
         assert "exists on some ranks only" in message and f"rank {rank}: {seen}" in message, message

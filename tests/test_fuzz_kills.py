@@ -230,13 +230,14 @@ def test_train_killed_then_resumed_gives_the_same_weights(work, train_reference,
 
 @pytest.fixture(scope="module")
 def submit_reference(work) -> dict:
-    from test_submission import _table
+    from support import prediction_table
 
     folder = work["folder"] / "submit"
     for k in range(12):
         preds = folder / "preds" / f"vid{k}"
         preds.mkdir(parents=True)
-        _table(f"vid{k}", list(range(0, 40, 3)), n_video=40, seed=k).to_parquet(preds / "predictions.parquet")
+        table = prediction_table(f"vid{k}", list(range(0, 40, 3)), n_video=40, seed=k)
+        table.to_parquet(preds / "predictions.parquet")
     (folder / "test.txt").write_text("\n".join(f"vid{k}" for k in range(12)) + "\n")
     args = ["submit", "--predictions", str(folder / "preds"), "--task", "va", "--test-list",
             str(folder / "test.txt")]

@@ -145,7 +145,7 @@ def test_cache_rerun_with_another_quality_never_keeps_old_shards(tmp_path, capsy
 
 
 def test_a_batch_larger_than_a_task_set_is_a_user_error():
-    from test_train import make_data
+    from support import make_data
 
     with pytest.raises(UserError, match="smaller than one batch of 50"):
         make_data(batch_per_task=50)
@@ -156,7 +156,9 @@ def test_a_huge_photo_is_refused_from_its_header(tmp_path):
     import time
     import zlib
 
-    from mtaffect.data.faces.cache import STATUS, _load
+    import pandas as pd
+
+    from mtaffect.data.faces import build_face_cache
     from mtaffect.data.faces.crops import decode_image
 
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -165,10 +167,15 @@ def test_a_huge_photo_is_refused_from_its_header(tmp_path):
     # a 20000×20000 PNG header with a tiny (truncated) body: decoding it would need 1.2 GB
     header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
-    path = tmp_path / "huge.png"
-    path.write_bytes(png)
+    (tmp_path / "huge.png").write_bytes(png)
+    # one boxed face in it, as a user database's index row: the face cache opens the file, reads the
+    # header and records the refusal without decoding
+    index = pd.DataFrame({"database": ["photos"], "image": ["huge.png"], "landmarks": [None],
+                          "face_id": pd.array([pd.NA], "Int64"), "box_x0": [0.0], "box_y0": [0.0],
+                          "box_x1": [200.0], "box_y1": [200.0]})
     start = time.perf_counter()
-    image, status = _load(str(path))
-    assert image is None and STATUS[status] == "image_too_large"
+    meta = build_face_cache(index, {"roots": {"photos": str(tmp_path)}}, tmp_path / "cache", size=32,
+                            workers=1, progress=False)
+    assert meta["face_cache"]["skipped"] == {"photos": {"image_too_large": 1}}
     assert decode_image(png) is None and time.perf_counter() - start < 1.0
     assert decode_image(np.frombuffer(native_examples.image_bytes(64, 48), np.uint8)).shape == (48, 64, 3)

@@ -9,15 +9,16 @@ import torch
 
 from mtaffect.errors import UserError
 from mtaffect.losses import LossConfig
+from mtaffect.testing import tiny_cnn
 from mtaffect.train.loop import FitOptions, fit
 from mtaffect.train.tasks import SupervisedTask
-from test_train import PREPARE, make_data, tiny_cnn
+from support import FRAME_PREPARER, make_data
 
 
 def _fit(tmp_path, scores):
     values = iter(scores)
     torch.manual_seed(0)
-    model = tiny_cnn(0)
+    model = tiny_cnn(0, hidden=16)
     saved: list[int] = []
     result = fit(
         SupervisedTask(model, LossConfig()),
@@ -26,7 +27,7 @@ def _fit(tmp_path, scores):
         run_dir=tmp_path,
         options=FitOptions(epochs=len(scores), patience=0, progress=False, tensorboard=False),
         validate=lambda m: {"abaw_sum": next(values)},
-        to_device=PREPARE,
+        to_device=FRAME_PREPARER,
         save_best=lambda m, e: saved.append(e),
     )
     return result, saved

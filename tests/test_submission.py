@@ -3,40 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from mtaffect.cli import main
 from mtaffect.errors import UserError
 from mtaffect.labels import EXPRESSIONS
 from mtaffect.predict import submission as sub
-from mtaffect.predict.tables import make_table
-
-
-def _table(name: str, frames, n_video: int | None = None, *, tracks=None, x0=None, seed=0) -> pd.DataFrame:
-    """Face rows at ``frames``; with ``n_video`` also no-face rows so every frame 0..n-1 is present."""
-    rng = np.random.default_rng(seed)
-    frames = np.asarray(frames)
-    k = len(frames)
-    probs = rng.dirichlet(np.ones(7), size=k)
-    x0 = np.full(k, 10.0) if x0 is None else np.asarray(x0, float)
-    faces = make_table(
-        input=name,
-        frame=frames,
-        time=frames / 25.0,
-        track_id=np.zeros(k) if tracks is None else tracks,
-        boxes=np.stack([x0, np.zeros(k), x0 + 50, np.full(k, 50.0)], 1),
-        det_score=np.ones(k),
-        probabilities=probs,
-        valence=rng.uniform(-1, 1, k),
-        arousal=rng.uniform(-1, 1, k),
-    )
-    if n_video is None:
-        faces["time"] = pd.NA  # a --cropped table: no timestamps
-        return faces
-    missing = np.setdiff1d(np.arange(n_video), frames)
-    empty = make_table(input=name, frame=missing, time=missing / 25.0)
-    return pd.concat([faces, empty]).sort_values("frame", kind="stable").reset_index(drop=True)
+from support import prediction_table
 
 
 def test_fill_nearest_tie_goes_to_the_earlier_frame() -> None:
@@ -49,8 +22,8 @@ def test_fill_nearest_tie_goes_to_the_earlier_frame() -> None:
 
 def test_abaw2_files(tmp_path) -> None:
     tables = {
-        "video1": _table("video1", [1, 2, 3, 7], n_video=10),  # raw-video table: N = 10 from it
-        "video2_left": _table("video2_left", [0, 1, 2]),  # cropped table: N from elsewhere
+        "video1": prediction_table("video1", [1, 2, 3, 7], n_video=10),  # raw-video table: N = 10 from it
+        "video2_left": prediction_table("video2_left", [0, 1, 2]),  # cropped table: N from elsewhere
     }
     inputs = sub.SubmissionInputs(tables, frame_counts={"video2_left": 5})
     folder = sub.write_abaw2(["video1", "video2_left"], inputs, "EXPR", tmp_path)
@@ -70,19 +43,22 @@ def test_frame_count_sources_and_errors(tmp_path) -> None:
     ann = tmp_path / "annotations" / "VA_Set" / "Validation_Set"
     ann.mkdir(parents=True)
     (ann / "clip.txt").write_text("valence,arousal\n" + "0.1,0.2\n" * 7)
-    inputs = sub.SubmissionInputs({"clip": _table("clip", [0, 3, 9])}, annotations=tmp_path / "annotations")
+    inputs = sub.SubmissionInputs(
+        {"clip": prediction_table("clip", [0, 3, 9])}, annotations=tmp_path / "annotations"
+    )
     folder = sub.write_abaw2(["clip"], inputs, "VA", tmp_path / "out")
     assert len((folder / "clip.txt").read_text().splitlines()) == 8
     assert "extra ones dropped" in inputs.warnings[0]  # frame 9 is beyond the 7 annotated frames
     with pytest.raises(UserError, match="unknown frame count"):
-        sub.write_abaw2(["clip"], sub.SubmissionInputs({"clip": _table("clip", [0])}), "VA", tmp_path / "x")
+        one_frame = sub.SubmissionInputs({"clip": prediction_table("clip", [0])})
+        sub.write_abaw2(["clip"], one_frame, "VA", tmp_path / "x")
     with pytest.raises(UserError, match="no prediction table"):
         sub.write_abaw2(["other"], inputs, "VA", tmp_path / "x")
 
 
 def test_two_people_of_one_video_map_to_left_and_right(tmp_path) -> None:
     frames = np.repeat(np.arange(6), 2)
-    table = _table("v", frames, n_video=6, tracks=np.tile([0, 1], 6), x0=np.tile([400.0, 20.0], 6))
+    table = prediction_table("v", frames, n_video=6, tracks=np.tile([0, 1], 6), x0=np.tile([400.0, 20.0], 6))
     inputs = sub.SubmissionInputs({"v": table})
     folder = sub.write_abaw2(["v_left", "v_right"], inputs, "VA", tmp_path)
     left = (folder / "v_left.txt").read_text().splitlines()[1:]
@@ -93,7 +69,7 @@ def test_two_people_of_one_video_map_to_left_and_right(tmp_path) -> None:
 def test_abaw5_follows_the_example_file(tmp_path) -> None:
     example = tmp_path / "example.txt"
     example.write_text("image_location,valence,arousal\nb/00002.jpg,0,0\nb/00001.jpg,0,0\na/00003.jpg,0,0\n")
-    inputs = sub.SubmissionInputs({"a": _table("a", [0, 1]), "b": _table("b", [1])})
+    inputs = sub.SubmissionInputs({"a": prediction_table("a", [0, 1]), "b": prediction_table("b", [1])})
     out = sub.write_abaw5(["a", "b"], inputs, "VA", tmp_path / "sub.txt", example=example)
     rows = out.read_text().splitlines()
     assert rows[0] == "image_location,valence,arousal"
@@ -124,7 +100,7 @@ def test_validator_reports_every_problem_with_file_and_line(tmp_path) -> None:
 def test_cli_submit_and_validate(tmp_path, capsys) -> None:
     preds = tmp_path / "preds" / "vid"
     preds.mkdir(parents=True)
-    _table("vid", [0, 4], n_video=6).to_parquet(preds / "predictions.parquet")
+    prediction_table("vid", [0, 4], n_video=6).to_parquet(preds / "predictions.parquet")
     (tmp_path / "test.txt").write_text("\ufeffvid\n\n")
     out = tmp_path / "sub"
     args = [
@@ -160,7 +136,11 @@ def test_cli_submit_and_validate(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize("layout", ["abaw2", "abaw5"])
 def test_cropped_tables_without_frame_counts_write_nothing_and_name_every_track(tmp_path, layout) -> None:
-    tables = {"a_left": _table("a_left", [0, 1, 2]), "b": _table("b", [0, 4]), "c": _table("c", [1, 2])}
+    tables = {
+        "a_left": prediction_table("a_left", [0, 1, 2]),
+        "b": prediction_table("b", [0, 4]),
+        "c": prediction_table("c", [1, 2]),
+    }
     inputs = sub.SubmissionInputs(tables, frame_counts={"c": 4})  # only c's frame count is known
     with pytest.raises(UserError) as err:
         if layout == "abaw2":
@@ -210,7 +190,7 @@ def test_submit_reads_test_lists_with_the_data_layers_reader(tmp_path, capsys) -
     refused; each error names the file (and line)."""
     preds = tmp_path / "preds" / "vid"
     preds.mkdir(parents=True)
-    _table("vid", [0, 4], n_video=6).to_parquet(preds / "predictions.parquet")
+    prediction_table("vid", [0, 4], n_video=6).to_parquet(preds / "predictions.parquet")
     test_list = tmp_path / "test.txt"
     base = ["submit", "--predictions", str(tmp_path / "preds"), "--task", "EXPR", "--format", "abaw5"]
     test_list.write_text("vid\r\nvid\r\n")
@@ -233,7 +213,7 @@ def test_frame_count_from_videos_of_any_known_container(tmp_path, monkeypatch) -
     (videos / "clip.txt").write_bytes(b"")
     decoded = []
     monkeypatch.setattr("mtaffect.predict.media.count_frames", lambda path: decoded.append(path) or 4)
-    inputs = sub.SubmissionInputs({"clip": _table("clip", [0, 2])}, videos=videos)
+    inputs = sub.SubmissionInputs({"clip": prediction_table("clip", [0, 2])}, videos=videos)
     folder = sub.write_abaw2(["clip_left"], inputs, "VA", tmp_path / "out")
     assert len((folder / "clip_left.txt").read_text().splitlines()) == 5
     assert decoded == [videos / "batch" / "clip.MKV"]

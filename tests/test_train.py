@@ -2,85 +2,26 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from mtaffect.config import CONFIG_DIR
-from mtaffect.data.loading import FrameTaskData, ImagePreparer, LabelArrays, TaskSource
+from mtaffect.data.loading import FrameTaskData
 from mtaffect.losses import LossConfig
 from mtaffect.models.cnn import CNNConfig, MultitaskCNN
 from mtaffect.models.gru import GRUConfig, TemporalModel
 from mtaffect.models.outputs import Targets
-from mtaffect.models.preprocessing import Preprocessing
+from mtaffect.testing import tiny_cnn
 from mtaffect.train.loop import FitOptions, fit
 from mtaffect.train.stages import STAGES
 from mtaffect.train.state import STATE_FILE, EarlyStopping, load_state
 from mtaffect.train.tasks import DistillationTask, SupervisedTask
-
-SIZE = 32
-
-
-class ArrayReader:
-    def __init__(self, faces: np.ndarray) -> None:
-        self.faces = faces
-
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        return self.faces[np.asarray(rows)]
-
-
-class SeededSampler:
-    def __init__(self, weights, num_samples, seed) -> None:
-        self.weights, self.num_samples, self.seed, self.epoch = weights, num_samples, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
-        return iter(
-            torch.multinomial(torch.as_tensor(self.weights), self.num_samples, True, generator=g).tolist()
-        )
-
-
-def _source(n: int, seed: int, expr_frac: float, va_frac: float) -> TaskSource:
-    rng = np.random.default_rng(seed)
-    expression = rng.integers(0, 7, n)
-    valence, arousal = rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
-    faces = np.clip(rng.normal(128, 30, (n, 40, 40, 3)) + expression[:, None, None, None] * 10, 0, 255)
-    df = pd.DataFrame(
-        {
-            "expression": pd.Series(expression, dtype="Int64").where(rng.random(n) < expr_frac, pd.NA),
-            "valence": pd.array(np.where(rng.random(n) < va_frac, valence, np.nan), dtype="Float64"),
-            "arousal": pd.array(arousal, dtype="Float64"),
-        }
-    )
-    return TaskSource(ArrayReader(faces.astype(np.uint8)), LabelArrays.from_frame(df), np.ones(n))
-
-
-def make_data(seed: int = 0, **kw) -> FrameTaskData:
-    """Three task sets as in the paper; EXPR frames carry some shared VA labels, VA frames some EXPR."""
-    sources = {
-        "EXPR": _source(24, 1, 1.0, 0.5),
-        "VA": _source(24, 2, 0.5, 1.0),
-        "EXPR_VA": _source(24, 3, 1, 1),
-    }
-    args = dict(batch_per_task=8, size=SIZE, seed=seed, sampler_factory=SeededSampler)
-    args.update(kw)
-    return FrameTaskData(sources, **args)
-
-
-def tiny_cnn(seed: int = 0) -> MultitaskCNN:
-    torch.manual_seed(seed)
-    return MultitaskCNN(CNNConfig(backbone="resnet_tiny", hidden=16))
-
-
-PREPARE = ImagePreparer(Preprocessing(size=SIZE))
+from support import FRAME_PREPARER, make_data
 
 
 def first_batch(data: FrameTaskData):
-    return PREPARE(next(iter(data.epoch(0))), torch.device("cpu"))
+    return FRAME_PREPARER(next(iter(data.epoch(0))), torch.device("cpu"))
 
 
 def test_stage_table_has_the_four_stages_and_their_recipes():
@@ -96,7 +37,7 @@ def test_stage_table_has_the_four_stages_and_their_recipes():
 
 
 def test_teacher_step_returns_named_losses_and_trains():
-    model = tiny_cnn()
+    model = tiny_cnn(0, hidden=16)
     task = SupervisedTask(model, LossConfig())
     batch = first_batch(make_data())
     losses = task(batch)
@@ -107,14 +48,14 @@ def test_teacher_step_returns_named_losses_and_trains():
 
 def test_separate_forwards_differ_from_concatenation_through_batchnorm():
     batch = first_batch(make_data())
-    separate = SupervisedTask(tiny_cnn(), LossConfig())(batch)["loss"]
-    concat = SupervisedTask(tiny_cnn(), LossConfig(), concat_task_sets=True)(batch)["loss"]
+    separate = SupervisedTask(tiny_cnn(0, hidden=16), LossConfig())(batch)["loss"]
+    concat = SupervisedTask(tiny_cnn(0, hidden=16), LossConfig(), concat_task_sets=True)(batch)["loss"]
     assert not torch.isclose(separate, concat)
 
 
 def test_student_wraps_a_frozen_teacher_in_eval_mode():
-    teacher = tiny_cnn(1)
-    task = DistillationTask(tiny_cnn(2), teacher, LossConfig())
+    teacher = tiny_cnn(1, hidden=16)
+    task = DistillationTask(tiny_cnn(2, hidden=16), teacher, LossConfig())
     task.train()
     assert not teacher.training and task.model.training
     assert all(not p.requires_grad for p in teacher.parameters())
@@ -128,9 +69,9 @@ def test_student_wraps_a_frozen_teacher_in_eval_mode():
 
 def test_eq9_and_eq10_switch_reaches_the_loss():
     batch = first_batch(make_data())
-    teacher = tiny_cnn(1)
-    eq10 = DistillationTask(tiny_cnn(2), teacher, LossConfig(), shared_labels=True)(batch)["loss"]
-    eq9 = DistillationTask(tiny_cnn(2), teacher, LossConfig(), shared_labels=False)(batch)["loss"]
+    teacher = tiny_cnn(1, hidden=16)
+    eq10 = DistillationTask(tiny_cnn(2, hidden=16), teacher, LossConfig(), shared_labels=True)(batch)["loss"]
+    eq9 = DistillationTask(tiny_cnn(2, hidden=16), teacher, LossConfig(), shared_labels=False)(batch)["loss"]
     assert torch.isfinite(eq9) and torch.isfinite(eq10)
     assert not torch.isclose(eq9, eq10)
 
@@ -159,7 +100,7 @@ def test_gru_task_on_embedding_windows():
 
 def _validator(calls: list, interrupt_at: int | None = None):
     """Deterministic validation score: minus the loss of the model on a fixed eval batch."""
-    batch = PREPARE(
+    batch = FRAME_PREPARER(
         make_data(seed=99, augment=False).make_batch(make_data(seed=99).epoch_draws(0), 0, 0),
         torch.device("cpu"),
     )
@@ -193,7 +134,7 @@ class _CutAt:
 
 def _run(run_dir, *, resume=False, interrupt_at=None, epochs=3, validate=None, data=None, **kw):
     torch.manual_seed(0)
-    model = tiny_cnn(0)
+    model = tiny_cnn(0, hidden=16)
     task = SupervisedTask(model, LossConfig())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
     saved = []
@@ -204,7 +145,7 @@ def _run(run_dir, *, resume=False, interrupt_at=None, epochs=3, validate=None, d
         run_dir=run_dir,
         options=FitOptions(epochs=epochs, patience=5, resume=resume, progress=False, tensorboard=False, **kw),
         validate=validate or _validator([], interrupt_at),
-        to_device=PREPARE,
+        to_device=FRAME_PREPARER,
         save_best=lambda metrics, epoch: saved.append(epoch),
     )
     return model, result, saved
@@ -285,7 +226,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
         return {"abaw_sum": next(scores), "expr_score": 0.0}
 
     torch.manual_seed(0)
-    model = tiny_cnn(0)
+    model = tiny_cnn(0, hidden=16)
     saved: list[int] = []
     result = fit(
         SupervisedTask(model, LossConfig()),
@@ -294,7 +235,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
         run_dir=tmp_path,
         options=FitOptions(epochs=10, patience=3, progress=False, tensorboard=False),
         validate=validate,
-        to_device=PREPARE,
+        to_device=FRAME_PREPARER,
         save_best=lambda m, e: saved.append(e),
     )
     assert saved == [1, 2]
@@ -311,7 +252,7 @@ def test_early_stopping_state_round_trips():
 
 
 def test_nan_loss_stops_with_a_named_error(tmp_path):
-    model = tiny_cnn(0)
+    model = tiny_cnn(0, hidden=16)
 
     class NaNTask(SupervisedTask):
         def forward(self, batch):
@@ -325,7 +266,7 @@ def test_nan_loss_stops_with_a_named_error(tmp_path):
             torch.optim.Adam(model.parameters()),
             run_dir=tmp_path,
             options=FitOptions(epochs=1, progress=False, tensorboard=False),
-            to_device=PREPARE,
+            to_device=FRAME_PREPARER,
         )
 
 
@@ -335,7 +276,7 @@ def test_init_from_copies_matching_tensors_only(tmp_path):
     from mtaffect.errors import UserError
     from mtaffect.train.components import build_cnn, init_weights
 
-    source = tiny_cnn(5)
+    source = tiny_cnn(5, hidden=16)
     save_checkpoint(tmp_path / "src.safetensors", source)
     config = load_config(
         "cnn_student",
