@@ -11,6 +11,7 @@ import torch
 pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 
+from mtaffect import testing  # noqa: E402
 from mtaffect.checkpoint import save_checkpoint  # noqa: E402
 from mtaffect.cli import main  # noqa: E402
 from mtaffect.export import OnnxModel, export_onnx, quantize_int8, read_onnx_metadata  # noqa: E402
@@ -22,8 +23,7 @@ SMALL = Preprocessing(size=64)
 
 @pytest.fixture(scope="module")
 def tiny_cnn() -> MultitaskCNN:
-    torch.manual_seed(0)
-    return trained_like(MultitaskCNN(CNNConfig(backbone="resnet_tiny", va_decoding="centres")))
+    return testing.tiny_cnn(0, trained=True, va_decoding="centres")
 
 
 def _max_diff(a, b) -> float:

@@ -31,11 +31,11 @@ from mtaffect.checkpoint import (
 )
 from mtaffect.cli import main
 from mtaffect.errors import ExistingRunError, InputFormatError, UserError
-from mtaffect.models import CNNConfig, MultitaskCNN, Preprocessing
+from mtaffect.models import Preprocessing
 from mtaffect.predict.predictor import Predictor
 from mtaffect.predict.runtime import FaceModel
 from mtaffect.runtime import file_sha256
-from mtaffect.testing import trained_like
+from mtaffect.testing import tiny_checkpoint
 
 STAGE = [
     "model.cnn.backbone=resnet_tiny",
@@ -49,14 +49,8 @@ STAGE = [
     "train.device=cpu",
 ]
 CNN_REL = "runs/cnn_student/best.safetensors"
+CNN_STUDENT = {"preprocessing": Preprocessing(size=32), "stage": "cnn_student"}  # tiny_checkpoint metadata
 CLOSE = {"rtol": 1e-5, "atol": 1e-6}  # same weights, same batch: only the order of loading differs
-
-
-def _tiny_cnn(path: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    model = trained_like(MultitaskCNN(CNNConfig(backbone="resnet_tiny")), seed=seed)
-    save_checkpoint(path, model, preprocessing=Preprocessing(size=32), stage="cnn_student")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +67,7 @@ def run(tmp_path_factory) -> dict[str, Path]:
     index, meta = build_index({"affwild2": proj / "db" / "affwild2"})
     meta = build_face_cache(index, meta, proj / "faces", size=32, workers=1, progress=False)
     write_index(index, meta, proj / "index.parquet")
-    _tiny_cnn(proj / CNN_REL, seed=0)
+    tiny_checkpoint(proj / CNN_REL, "cnn", 0, **CNN_STUDENT)
     cwd = Path.cwd()
     os.chdir(proj)  # train as the README does: from the project folder, with relative paths
     try:
@@ -175,7 +169,8 @@ def test_cnn_is_found_relative_to_a_moved_run(run, tmp_path, monkeypatch):
 
 def test_a_different_cnn_at_the_recorded_place_is_refused(run, tmp_path):
     moved = _moved(run, tmp_path)
-    _tiny_cnn(moved.parent.parent / "cnn_student" / "best.safetensors", seed=5)  # retrained in place
+    retrained = moved.parent.parent / "cnn_student" / "best.safetensors"
+    tiny_checkpoint(retrained, "cnn", 5, **CNN_STUDENT)  # retrained in place
     with pytest.raises(InputFormatError, match="sha256 differs"):
         find_cnn_checkpoint(moved)
 
@@ -201,7 +196,7 @@ def test_cnn_option_overrides_and_warns_about_another_cnn(run, tmp_path):
     np.testing.assert_allclose(
         _numbers(_predict(moved, run, cnn=copy)), _numbers(_predict(run["joined"], run)), **CLOSE
     )
-    other = _tiny_cnn(tmp_path / "other.safetensors", seed=3)
+    other = tiny_checkpoint(tmp_path / "other.safetensors", "cnn", 3, **CNN_STUDENT)
     with pytest.warns(UserWarning, match="not the CNN"):
         load_model(moved, cnn=other)
     with pytest.raises(InputFormatError, match="not a CNN"):

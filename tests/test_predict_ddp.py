@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import cv2
@@ -18,20 +17,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from mtaffect.checkpoint import save_checkpoint
 from mtaffect.cli import main
-from mtaffect.models import create_model
 from mtaffect.predict.runner import MARKER, Unit, _locator
 from mtaffect.predict.shard import balance, merge_entries
-from mtaffect.testing import FLOAT32_ATOL, FLOAT32_RTOL, trained_like
+from mtaffect.testing import FLOAT32_ATOL, FLOAT32_RTOL, tiny_checkpoint
+from support import free_port
 
 TIMING = ("seconds", "frames_per_second")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, argv: list[str], codes: str) -> None:
@@ -47,7 +39,7 @@ def _sharded(argv: list[str], folder: Path) -> list[int]:
     codes.mkdir(exist_ok=True)
     # fork: the children start with torch and the model code already imported (spawn re-imports
     # them, seconds per process on a busy machine); the parent ran torch on one thread only
-    mp.start_processes(_worker, args=(2, _free_port(), argv, str(codes)), nprocs=2, start_method="fork")
+    mp.start_processes(_worker, args=(2, free_port(), argv, str(codes)), nprocs=2, start_method="fork")
     return [int((codes / f"rank{r}.code").read_text()) for r in range(2)]
 
 
@@ -63,10 +55,7 @@ def _same_table(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, media_dir) -> dict:
     folder = tmp_path_factory.mktemp("corpus")
-    torch.manual_seed(0)
-    model = create_model("cnn", {"backbone": "resnet_tiny"})
-    trained_like(model)
-    save_checkpoint(folder / "cnn.safetensors", model)
+    tiny_checkpoint(folder / "cnn.safetensors", "cnn")
     (folder / "notes.txt").write_text("not media")  # skipped before any work, listed first
     (folder / "broken.mp4").write_bytes(b"\x00" * 64)  # an error entry, no folder
     # a second video of the same name: every rank must agree that it is "single_face_2"

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-from mtaffect.checkpoint import save_checkpoint
 from mtaffect.cli import main
-from mtaffect.models import create_model
 from mtaffect.predict.predictor import PartialVideoWarning, Predictor
 from mtaffect.predict.runner import MARKER
 from mtaffect.predict.tables import FACE_SOURCES
-from mtaffect.testing import trained_like
+from mtaffect.testing import tiny_checkpoint
 
 FAST = {"detect_every": 10, "refresh_every": 3, "min_face": 120}  # the README's fast setting
 
@@ -24,11 +21,7 @@ FAST = {"detect_every": 10, "refresh_every": 3, "min_face": 120}  # the README's
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    model = create_model("cnn", {"backbone": "resnet_tiny"})
-    trained_like(model)
-    save_checkpoint(folder / "cnn.safetensors", model)
-    return folder / "cnn.safetensors"
+    return tiny_checkpoint(folder / "cnn.safetensors", "cnn")
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,13 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from mtaffect.checkpoint import save_checkpoint
 from mtaffect.cli import main
 from mtaffect.errors import InputFormatError
-from mtaffect.models import create_model
 from mtaffect.predict import media
 from mtaffect.predict.detect import box_iou
 from mtaffect.predict.media import exif_upright, read_image
 from mtaffect.predict.predictor import Predictor
-from mtaffect.testing import trained_like
+from mtaffect.testing import tiny_checkpoint
 
 ORIENTATION = 0x0112
 # EXIF orientation → how to store an upright picture so that a viewer shows it upright again
@@ -29,12 +27,7 @@ STORE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.T
 
 @pytest.fixture(scope="module")
 def cnn_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("cnn", {"backbone": "resnet_tiny"})
-    trained_like(model)
-    path = tmp_path_factory.mktemp("ckpt") / "cnn.safetensors"
-    save_checkpoint(path, model)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "cnn.safetensors", "cnn")
 
 
 def _tagged(upright: Image.Image, orientation: int, path: Path) -> Path:

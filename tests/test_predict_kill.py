@@ -22,13 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from mtaffect.checkpoint import save_checkpoint
 from mtaffect.cli import main
-from mtaffect.models import create_model
 from mtaffect.predict.runner import MARKER
-from mtaffect.testing import FLOAT32_ATOL, FLOAT32_RTOL, trained_like
+from mtaffect.testing import FLOAT32_ATOL, FLOAT32_RTOL, tiny_checkpoint
 
 KILLS = int(os.environ.get("MTAFFECT_KILLS", "2"))
 TIMING = ("seconds", "frames_per_second")
@@ -51,10 +48,7 @@ def _report():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, media_dir) -> dict:
     folder = tmp_path_factory.mktemp("kill")
-    torch.manual_seed(0)
-    model = create_model("cnn", {"backbone": "resnet_tiny"})
-    trained_like(model)
-    save_checkpoint(folder / "cnn.safetensors", model)
+    tiny_checkpoint(folder / "cnn.safetensors", "cnn")
     args = [str(media_dir / "single_face.mp4"), str(media_dir / "single_face.jpg")]
     args += ["--checkpoint", str(folder / "cnn.safetensors"), "--quiet", "--backend", "torch"]
     ref = folder / "reference"
