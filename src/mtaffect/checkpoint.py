@@ -8,12 +8,17 @@ A GRU-only checkpoint (a GRU stage's ``best.safetensors``) runs on the embedding
 checkpoint: :func:`load_model` joins the two for every consumer (predict, ``Predictor``, export,
 evaluate), finding the CNN with :func:`find_cnn_checkpoint`; :func:`join_checkpoints` writes the
 joined CNN+GRU file (``mtaffect join``, the demo). The GRU stages write :data:`CNN_GRU_CHECKPOINT`.
+
+The ``preprocessing`` block says how to feed the model, evaluation resize included
+(:class:`~mtaffect.models.preprocessing.Preprocessing`); :func:`stored_preprocessing` reads it, also
+from files written before the block had ``eval_resize``.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,7 @@ from mtaffect.errors import InputFormatError
 from mtaffect.io import atomic_path
 from mtaffect.labels import EXPRESSIONS
 from mtaffect.models import create_model, model_config
-from mtaffect.models.preprocessing import Preprocessing, default_preprocessing
+from mtaffect.models.preprocessing import EVAL_RESIZE, Preprocessing, default_preprocessing
 from mtaffect.runtime import file_sha256
 
 FORMAT_VERSION = 1
@@ -39,11 +44,28 @@ def _default_preprocessing(model: nn.Module) -> Preprocessing:
     return default_preprocessing(backbone)
 
 
+def stored_preprocessing(meta: dict) -> Preprocessing:
+    """The :class:`Preprocessing` of checkpoint metadata ``meta`` (as :func:`read_metadata` returns it).
+
+    A block without ``eval_resize`` (files written before it was stored) takes the evaluation resize
+    its consumers used then: the recorded training config's ``data.resize_factor``, else 1.2
+    (:data:`~mtaffect.models.preprocessing.EVAL_RESIZE`, the authors' transform).
+    """
+    block = meta.get("preprocessing") or {}
+    if isinstance(block, Preprocessing):
+        return block
+    if "eval_resize" not in block:
+        data = (meta.get("train") or {}).get("data") or {}
+        block = {**block, "eval_resize": data.get("resize_factor", EVAL_RESIZE)}
+    return Preprocessing.from_dict(block)
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, **meta: Any) -> dict:
     """Write ``model``'s weights and everything needed to rebuild it to ``path`` (atomically).
 
     ``meta`` goes into the JSON metadata: typically ``preprocessing`` (a :class:`Preprocessing` or
-    dict; default: what the backbone's weights expect), ``stage``, ``train`` (the resolved training
+    dict, written whole, ``eval_resize`` included; default: what the backbone's weights expect and
+    the authors' evaluation resize), ``stage``, ``train`` (the resolved training
     config), ``metrics``; anything JSON-serialisable. Returns the metadata written.
     """
     preprocessing = meta.pop("preprocessing", None) or _default_preprocessing(model)
@@ -133,7 +155,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     load_state_strict(model, load_file(str(path)), path)
     model.to(device).eval()
     meta = dict(meta)
-    meta["preprocessing"] = Preprocessing.from_dict(meta.get("preprocessing") or {})
+    meta["preprocessing"] = stored_preprocessing(meta)
     return model, meta
 
 
@@ -255,7 +277,8 @@ def load_model(
     :class:`~mtaffect.models.gru.CNNGRU`. Eval mode on ``device``; returns ``(model, meta)``.
 
     For a joined GRU, ``meta`` is the GRU's (stage, train config, metrics) with ``kind`` "cnn_gru",
-    the CNN's preprocessing, and ``joined = {"cnn": path, "gru": path, "gru_kind": "gru"}``.
+    the CNN's preprocessing with the GRU's ``eval_resize`` (the GRU was trained and validated on
+    embeddings of crops warped with it), and ``joined = {"cnn": path, "gru": path, "gru_kind": "gru"}``.
     """
     from mtaffect.errors import UserError
     from mtaffect.models.gru import CNNGRU
@@ -276,7 +299,7 @@ def load_model(
         raise InputFormatError(path, f"cannot join with {cnn_path}: {err}") from err
     meta.update(
         kind="cnn_gru",
-        preprocessing=cnn_meta["preprocessing"],
+        preprocessing=replace(cnn_meta["preprocessing"], eval_resize=meta["preprocessing"].eval_resize),
         joined={"cnn": str(cnn_path), "gru": str(path), "gru_kind": "gru"},
     )
     return model.eval(), meta

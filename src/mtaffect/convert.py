@@ -352,6 +352,8 @@ def convert(
     if inner is not None:
         with zipfile.ZipFile(src) as archive:
             origin.update(member=inner, member_sha256=hashlib.sha256(archive.read(inner)).hexdigest())
+    # FERPLUS: the FER+ normalisation at 112 px and eval_resize 1.2, the authors' evaluation transform
+    # (Resize(134) then CenterCrop(112), METHOD.md §4.4), so their checkpoints are fed as they were
     return save_checkpoint(
         out, model, preprocessing=FERPLUS, stage=stage, converted_from=origin, about=ABOUT[source]
     )

@@ -10,7 +10,8 @@ those embeddings depend only on the frame and on the augmentation applied to it.
 once for a fixed set of augmentation draws and store them on disk; both GRU stages read them.
 
 Augmentation draws reproduce the authors' sequence-level augmentation (METHOD.md §4.4): the face is
-resized to ``int(resize · size)`` (1.2 × 112 = 134), then a ``size`` crop is taken at a translation
+resized to ``int(resize · size)`` (``resize``: the CNN's ``Preprocessing.eval_resize``, 1.2 × 112 = 134
+by default), then a ``size`` crop is taken at a translation
 and optionally flipped. A :class:`Draw` holds the translation as fractions of the largest offset
 (0.5, 0.5 is the evaluation centre crop). The default set is the centre crop (draw 0, used for
 validation and prediction) plus 2 flips × 4 translations along the diagonal (the authors draw one
@@ -53,6 +54,7 @@ from mtaffect.data.prefetch import default_workers, ordered_chunks
 from mtaffect.errors import UserError
 from mtaffect.io import write_json, write_parquet
 from mtaffect.labels import HEAD_TASKS
+from mtaffect.models.preprocessing import EVAL_RESIZE
 from mtaffect.runtime import autocast, resolve_device, weights_sha256
 
 __all__ = [
@@ -131,7 +133,7 @@ def parse_draws(spec: Sequence[Any] | None) -> list[Draw]:
     return draws
 
 
-def apply_draw(faces: np.ndarray, draw: Draw, size: int, resize_factor: float = 1.2) -> np.ndarray:
+def apply_draw(faces: np.ndarray, draw: Draw, size: int, resize_factor: float = EVAL_RESIZE) -> np.ndarray:
     """The training geometry of one draw on a batch of faces ``(n, S, S, 3)`` uint8 → ``(n, size, size, 3)``:
     resize to ``int(resize_factor · size)``, crop ``size`` at the draw's offset, flip if asked — one
     bilinear warp per image (:mod:`mtaffect.data.augment`, the same map as the CNN stages)."""
@@ -280,14 +282,16 @@ def _load_cnn(checkpoint: str | Path | torch.nn.Module, device: torch.device) ->
 
 
 def _preprocessing(meta: dict, size: int | None):
-    """The checkpoint's input normalisation (mean/std) and the crop size."""
+    """The checkpoint's input normalisation (mean/std, evaluation resize) and the crop size."""
+    from dataclasses import replace
+
     from mtaffect.models.preprocessing import Preprocessing
 
     block = meta.get("preprocessing") or Preprocessing()
     if isinstance(block, dict):
         block = Preprocessing.from_dict(block)
     if size is not None and size != block.size:
-        block = Preprocessing(size, block.mean, block.std, block.crop)
+        block = replace(block, size=size)
     return block, block.size
 
 
@@ -299,7 +303,7 @@ def ensure_feature_cache(
     *,
     draws: Sequence[Any] | None = None,
     size: int | None = None,
-    resize: float = 1.2,
+    resize: float | None = None,
     batch_size: int = 256,
     device: str | torch.device = "auto",
     progress: bool = True,
@@ -313,7 +317,8 @@ def ensure_feature_cache(
     ``checkpoint``: the frozen CNN student (a checkpoint path, or a model already loaded, whose weights
     are hashed). ``index``/``meta``: the frame rows to cover and the index meta (face locations, for
     :class:`mtaffect.data.faces.FaceReader`). ``size``: crop size (default: the checkpoint's input size);
-    faces are read at ``size`` and warped as the CNN stages do (resize ×``resize``, crop, flip).
+    faces are read at ``size`` and warped as the CNN stages do (resize ×``resize``, crop, flip;
+    ``resize`` None: the checkpoint's, or ``preprocessing_meta``'s, ``eval_resize``).
     Resumable: finished chunks of ``batch_size`` frames are recorded after their memmap rows are
     flushed, so an interrupted run recomputes at most one chunk.
     ``only_existing``: return None instead of computing when no complete cache matches.
@@ -328,6 +333,7 @@ def ensure_feature_cache(
     if preprocessing_meta is not None:
         ckpt_meta = {**ckpt_meta, "preprocessing": preprocessing_meta}
     prep, size = _preprocessing(ckpt_meta, size)
+    resize = prep.eval_resize if resize is None else resize
     from mtaffect.data.augment import resized_side
 
     resized = resized_side(size, resize)
@@ -437,7 +443,7 @@ def ensure_gru_features(
     cache_root: str | Path,
     *,
     size: int | None = None,
-    resize: float = 1.2,
+    resize: float | None = None,
     device: str | torch.device = "auto",
     progress: bool = True,
     reader_factory: Callable[[pd.DataFrame], Any] | None = None,

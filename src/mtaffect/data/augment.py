@@ -11,7 +11,10 @@ each image is resampled once, directly into its slot of a preallocated uint8 bat
 OpenCV's fixed-point rounding (≤ 2 grey levels; tested). Normalisation is left to the device
 (:class:`mtaffect.models.preprocessing.Preprocessing`), so the wire format stays uint8 NHWC.
 
-The evaluation transform is the same map with the centre offset ``(R − size) // 2`` and no flip.
+The evaluation transform is the same map with the centre offset ``(R − size) // 2`` and no flip,
+defined once (:func:`eval_matrix`): :func:`eval_batch` warps crops with it, and prediction composes it
+into the face-alignment warp (:func:`mtaffect.predict.align.align_faces`), so evaluation and
+prediction see the same pixels. Its factor is the checkpoint's ``Preprocessing.eval_resize``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["resized_side", "crop_matrices", "warp_batch", "augment_batch", "eval_batch"]
+from mtaffect.models.preprocessing import EVAL_RESIZE
+
+__all__ = ["resized_side", "crop_matrices", "warp_batch", "augment_batch", "eval_matrix", "eval_batch"]
 
 
-def resized_side(size: int, resize_factor: float = 1.2) -> int:
+def resized_side(size: int, resize_factor: float = EVAL_RESIZE) -> int:
     """Side R of the intermediate resize: ``int(resize_factor · size)`` as torchvision's Resize(134)."""
     return int(resize_factor * size)
 
@@ -70,7 +75,7 @@ def augment_batch(
     size: int,
     rng: np.random.Generator,
     *,
-    resize_factor: float = 1.2,
+    resize_factor: float = EVAL_RESIZE,
     flip: bool = True,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -86,14 +91,20 @@ def augment_batch(
     return warp_batch(images, crop_matrices(in_size, size, resized, offsets, flips), size, out)
 
 
-def eval_batch(
-    images: np.ndarray, size: int, *, resize_factor: float = 1.2, out: np.ndarray | None = None
-) -> np.ndarray:
-    """Evaluation transform: resize ×``resize_factor`` then the centre ``size`` crop, no flip."""
-    images = np.asarray(images)
+def eval_matrix(in_size: int, size: int, resize_factor: float = EVAL_RESIZE) -> np.ndarray:
+    """The evaluation transform as one inverse affine map (output pixel → source pixel), ``(2, 3)``
+    float64: an ``in_size`` crop resized ×``resize_factor`` (to ``R = int(resize_factor · size)``),
+    then the centre ``size`` crop at offset ``(R − size) // 2``, no flip."""
     resized = resized_side(size, resize_factor)
     centre = (resized - size) // 2
-    n = len(images)
-    offsets = np.full((n, 2), centre)
-    matrices = crop_matrices(images.shape[1], size, resized, offsets, np.zeros(n, bool))
-    return warp_batch(images, matrices, size, out)
+    return crop_matrices(in_size, size, resized, np.array([[centre, centre]]), np.zeros(1, bool))[0]
+
+
+def eval_batch(
+    images: np.ndarray, size: int, *, resize_factor: float = EVAL_RESIZE, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Evaluation transform (:func:`eval_matrix`) of each image: ``(n, S, S, 3)`` uint8 →
+    ``(n, size, size, 3)`` uint8."""
+    images = np.asarray(images)
+    matrix = eval_matrix(images.shape[1], size, resize_factor)
+    return warp_batch(images, np.broadcast_to(matrix, (len(images), 2, 3)), size, out)

@@ -32,6 +32,7 @@ from mtaffect.data.augment import augment_batch, eval_batch
 from mtaffect.errors import ConfigError
 from mtaffect.labels import NUM_EXPRESSIONS
 from mtaffect.models.outputs import Targets
+from mtaffect.models.preprocessing import EVAL_RESIZE
 
 __all__ = ["LabelArrays", "TaskSource", "FrameTaskData", "targets_from_frame", "collate_targets"]
 
@@ -155,7 +156,7 @@ class FrameTaskData:
         *,
         batch_per_task: int,
         size: int,
-        resize_factor: float = 1.2,
+        resize_factor: float = EVAL_RESIZE,
         seed: int = 0,
         rank: int = 0,
         world: int = 1,

@@ -1,6 +1,7 @@
 """Per-frame predictions of a CNN or a GRU on index rows, and the training loop's validators.
 
-The protocol (resize ×1.2 and centre crop for the CNN; GRU windows planned in predict mode and
+The protocol (the checkpoint's evaluation transform for the CNN: resize ×``Preprocessing.eval_resize``,
+1.2 by default, and centre crop; GRU windows planned in predict mode and
 stitched back so every frame is predicted exactly once and in order) is described in
 :mod:`mtaffect.evaluate`. Each ``predict_*_frames`` returns (N, 9) float32 in the order of its
 ``frames``: 7 expression probabilities (``labels.EXPRESSIONS`` order), valence, arousal.
@@ -76,7 +77,8 @@ def _decoding(model: nn.Module) -> str:
 
 
 class _EvalCrops:
-    """Evaluation crops of a fixed frame list: read (and centre-cropped) once if they fit in memory.
+    """Evaluation crops of a fixed frame list: read (and centre-cropped, ×``eval_resize``) once if
+    they fit in memory.
 
     Batches are read ahead in ``workers`` processes (:func:`mtaffect.data.prefetch.ordered_chunks`,
     pinned when ``pin``), in order: the crops do not depend on ``workers``.
@@ -87,14 +89,14 @@ class _EvalCrops:
         reader: Any,
         n: int,
         size: int,
-        resize_factor: float,
+        eval_resize: float,
         batch_size: int,
         *,
         workers: int = 0,
         pin: bool = False,
     ) -> None:
         self.reader, self.n, self.size = reader, n, size
-        self.resize_factor, self.batch_size = resize_factor, batch_size
+        self.eval_resize, self.batch_size = eval_resize, batch_size
         self.workers, self.pin = workers, pin
         self.kept: np.ndarray | None = None
         if n * size * size * 3 <= IN_MEMORY_LIMIT:
@@ -105,7 +107,7 @@ class _EvalCrops:
 
         lo = i * self.batch_size
         rows = np.arange(lo, min(self.n, lo + self.batch_size))
-        return eval_batch(np.asarray(self.reader.read(rows)), self.size, resize_factor=self.resize_factor)
+        return eval_batch(np.asarray(self.reader.read(rows)), self.size, resize_factor=self.eval_resize)
 
     def _stream(self, pin: bool):
         from mtaffect.data.prefetch import ordered_chunks
@@ -139,14 +141,14 @@ def _eval_crops(
     frames: pd.DataFrame,
     meta: dict,
     preprocessing: Any,
-    resize_factor: float,
     batch_size: int,
     device: torch.device,
     reader: Any,
     workers: int | None,
 ) -> _EvalCrops:
     """The evaluation crops of ``frames`` in batches, decoded by ``workers`` processes (None: the
-    device's default), pinned on CUDA; ``reader`` None reads them with a :class:`FaceReader`."""
+    device's default), pinned on CUDA; ``reader`` None reads them with a :class:`FaceReader`. The
+    transform is ``preprocessing``'s: its ``size`` and ``eval_resize``."""
     from mtaffect.data.prefetch import default_workers
 
     if reader is None:
@@ -157,7 +159,7 @@ def _eval_crops(
         reader,
         len(frames),
         preprocessing.size,
-        resize_factor,
+        preprocessing.eval_resize,
         batch_size,
         workers=default_workers(device) if workers is None else workers,
         pin=device.type == "cuda",
@@ -170,7 +172,6 @@ def predict_cnn_frames(
     meta: dict,
     *,
     preprocessing: Any,
-    resize_factor: float = 1.2,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     reader: Any = None,
@@ -178,12 +179,15 @@ def predict_cnn_frames(
 ) -> np.ndarray:
     """Per-frame predictions of a CNN on ``frames`` (index rows) → (N, 9): 7 probabilities, V, A.
 
+    ``preprocessing``: the checkpoint's :class:`~mtaffect.models.preprocessing.Preprocessing` (input
+    size, normalisation and the evaluation resize ``eval_resize``).
+
     ``workers``: processes decoding batches ahead of the model (None: 8 at most on CUDA, none on CPU;
     :func:`mtaffect.data.prefetch.default_workers`); the predictions do not depend on it.
     """
 
     device = resolve_device(device)
-    crops = _eval_crops(frames, meta, preprocessing, resize_factor, batch_size, device, reader, workers)
+    crops = _eval_crops(frames, meta, preprocessing, batch_size, device, reader, workers)
     return _run_cnn(model, crops, preprocessing, device)
 
 
@@ -247,7 +251,6 @@ def make_cnn_validator(
     meta: dict,
     *,
     preprocessing: Any,
-    resize_factor: float = 1.2,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     reader: Any = None,
@@ -261,7 +264,7 @@ def make_cnn_validator(
 
     frames = frames.reset_index(drop=True)
     device = resolve_device(device)
-    crops = _eval_crops(frames, meta, preprocessing, resize_factor, batch_size, device, reader, workers)
+    crops = _eval_crops(frames, meta, preprocessing, batch_size, device, reader, workers)
 
     def validate(model: nn.Module) -> dict[str, float]:
         return summary_metrics(with_predictions(frames, _run_cnn(model, crops, preprocessing, device)))

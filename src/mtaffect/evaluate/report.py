@@ -82,8 +82,7 @@ def evaluate_checkpoint(
             model,
             frames,
             meta,
-            preprocessing=ck["preprocessing"],
-            resize_factor=_train_get(ck, "data", "resize_factor", 1.2),
+            preprocessing=ck["preprocessing"],  # its eval_resize is the transform training validated with
             batch_size=batch_size,
             device=dev,
         )
@@ -100,9 +99,9 @@ def evaluate_checkpoint(
         root = Path(
             features or _train_get(ck, "data", "features", "") or Path(checkpoint).parent.parent / "features"
         )
-        common = dict(
+        common = dict(  # the cache warps with prep.eval_resize, as the GRU stage did (its checkpoint's)
             size=prep.size,
-            resize=_train_get(ck, "data", "resize_factor", 1.2),
+            resize=prep.eval_resize,
             device=dev,
             progress=progress,
             preprocessing_meta=prep.to_dict(),

@@ -6,11 +6,15 @@ crops as Aff-Wild2's ``cropped_aligned`` frames. torchvision/timm ImageNet weigh
 ImageNet mean/std, written here on the 0–255 scale.
 
 Images stay uint8 until they are on the model's device (4× less to copy), then ``apply`` converts.
+
+The evaluation resize belongs to the training, so it is stored here too (``eval_resize``): a crop is
+seen as training validated it, resized to ``int(eval_resize · size)`` and centre-cropped back to
+``size`` (METHOD.md §4.4; the warp itself is :func:`mtaffect.data.augment.eval_batch`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -19,6 +23,9 @@ import torch.nn.functional as F
 FERPLUS_MEAN = (131.0912, 103.8827, 91.4953)
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # (0.485, 0.456, 0.406) × 255
 IMAGENET_STD = (58.395, 57.12, 57.375)  # (0.229, 0.224, 0.225) × 255
+EVAL_RESIZE = 1.2
+"""The authors' evaluation resize (``Resize(134)`` then ``CenterCrop(112)``, METHOD.md §4.4): what a
+checkpoint without an ``eval_resize`` and every signature that needs a default take."""
 
 
 @dataclass(frozen=True)
@@ -28,30 +35,39 @@ class Preprocessing:
     crop: the name of how faces are cut out, so a user's crops can match the training crops
         ("affwild2_cropped_aligned": the organisers' 112×112 aligned faces; others come from
         ``mtaffect.data.faces``).
+    eval_resize: the evaluation transform the weights were validated with: resize ×``eval_resize``
+        then the centre ``size`` crop (training's ``data.resize_factor``; 1.0 = none). Evaluation,
+        the feature cache and prediction all read it here.
     """
 
     size: int = 112
     mean: tuple[float, float, float] = FERPLUS_MEAN
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     crop: str = "affwild2_cropped_aligned"
+    eval_resize: float = EVAL_RESIZE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "eval_resize", float(self.eval_resize))
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError("mean and std need one value per RGB channel")
         if min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std}")
         if self.size < 8:
             raise ValueError(f"input size {self.size} is too small")
+        if not self.eval_resize > 0:
+            raise ValueError(f"eval_resize must be positive, got {self.eval_resize}")
 
     def to_dict(self) -> dict:
+        """JSON-ready: ``{"size", "mean", "std", "crop", "eval_resize"}`` (lists for the tuples)."""
         out = asdict(self)
         out["mean"], out["std"] = list(self.mean), list(self.std)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
+        """The block as stored; a key it lacks takes the field's default (``eval_resize``: 1.2)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -103,4 +119,4 @@ def default_preprocessing(backbone: str, size: int = 112) -> Preprocessing:
 
     layout = BACKBONE_SPECS[backbone][1] if backbone in BACKBONE_SPECS else "caffe"
     base = FERPLUS if layout == "caffe" else IMAGENET
-    return Preprocessing(size=size, mean=base.mean, std=base.std, crop=base.crop)
+    return replace(base, size=size)

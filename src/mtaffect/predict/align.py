@@ -17,6 +17,9 @@ seen in the image) on a 112×112 canvas, scaled to the crop size:
   times ``scale``.
 
 ``scale`` (> 0) zooms the crop out (> 1 shows more context) or in (< 1).
+
+Prediction then applies the training's evaluation transform in the same warp (``post``: the one map
+of :func:`mtaffect.data.augment.eval_matrix`), so each face is resampled once from the frame.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 
 from mtaffect.errors import UserError
 
-__all__ = ["TEMPLATES", "template_points", "similarity", "align_faces", "eval_zoom", "crop_convention"]
+__all__ = ["TEMPLATES", "template_points", "similarity", "align_faces", "crop_convention"]
 
 _ARCFACE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
@@ -99,20 +102,22 @@ def align_faces(
     boxes ``(n, 4)``; landmarks ``(n, 5, 2)`` or None (then box crops). A face whose landmarks are
     degenerate (all points together) falls back to its box. Pixels outside the image are replicated
     from the border, as a crop tool does when a face touches the frame edge. ``post``: a ``2 × 3``
-    map applied to the aligned crop in the same warp (e.g. :func:`eval_zoom`), so each face is
-    resampled once from the original image.
+    inverse map (output pixel → aligned-crop pixel, the convention of :mod:`mtaffect.data.augment`,
+    e.g. :func:`~mtaffect.data.augment.eval_matrix`) applied to the aligned crop in the same warp,
+    so each face is resampled once from the original image.
     """
     n = len(boxes)
     out = np.zeros((n, size, size, 3), np.uint8)
     dst = template_points(template, size, scale)
+    forward = None if post is None else cv2.invertAffineTransform(np.asarray(post, np.float64))
     for k in range(n):
         pts = None if landmarks is None else np.asarray(landmarks[k], np.float64)
         if pts is not None and np.ptp(pts, axis=0).max() > 1.0:
             m = similarity(pts, dst)
         else:
             m = _box_matrix(boxes[k], size, scale)
-        if post is not None:
-            m = _compose(post, m)
+        if forward is not None:
+            m = _compose(forward, m)
         out[k] = cv2.warpAffine(
             image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
@@ -123,18 +128,6 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """The 2 × 3 affine map ``outer ∘ inner``."""
     a = np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]])
     return a[:2]
-
-
-def eval_zoom(size: int, resize_factor: float) -> np.ndarray:
-    """Forward map of the evaluation transform on a ``size`` crop (``mtaffect.data.augment.eval_batch``).
-
-    Training evaluates a crop resized to ``R = int(resize_factor · size)`` and centre-cropped back to
-    ``size`` (METHOD.md §4.4); predicting the same way keeps the numbers comparable.
-    """
-    resized = int(resize_factor * size)
-    s = resized / size
-    off = (resized - size) // 2
-    return np.array([[s, 0.0, 0.5 * s - 0.5 - off], [0.0, s, 0.5 * s - 0.5 - off]])
 
 
 CROP_NAMES = {"affwild2_cropped_aligned": "affwild2"}

@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from mtaffect.data.augment import eval_batch, eval_matrix
 from mtaffect.errors import InputFormatError
-from mtaffect.predict.align import align_faces, crop_convention, eval_zoom
+from mtaffect.predict.align import align_faces, crop_convention
 from mtaffect.predict.detect import make_detector
 from mtaffect.predict.media import read_image
 from mtaffect.predict.runtime import FaceModel
@@ -44,8 +45,8 @@ class Predictor:
     detect_every: run the full detector every N video frames; track in between.
     refresh_every: between detections, update the tracked boxes on every k-th frame (1 = every frame).
     template, crop_scale: the alignment (default: the checkpoint's crop convention).
-    eval_resize: the training evaluation zoom (resize ×f then centre crop; default from the
-        checkpoint's training config, else 1.2); 1.0 disables it.
+    eval_resize: the training evaluation zoom (resize ×f then centre crop; default: the checkpoint's
+        ``Preprocessing.eval_resize``); 1.0 disables it.
     window, stride: GRU windows (32 frames, overlapping by ``window − stride``).
     """
 
@@ -77,10 +78,10 @@ class Predictor:
         ckpt_template, ckpt_scale = crop_convention(model.preprocessing.crop)
         self.template = template or ckpt_template
         self.crop_scale = crop_scale if crop_scale is not None else ckpt_scale
-        if eval_resize is None:
-            eval_resize = float(((model.meta.get("train") or {}).get("data") or {}).get("resize_factor", 1.2))
-        self.eval_resize = eval_resize
-        self._post = eval_zoom(model.size, eval_resize) if eval_resize != 1.0 else None
+        self.eval_resize = model.preprocessing.eval_resize if eval_resize is None else float(eval_resize)
+        # the evaluation transform's one map (data.augment), composed into the alignment warp
+        zoom = self.eval_resize != 1.0
+        self._post = eval_matrix(model.size, model.size, self.eval_resize) if zoom else None
 
     @classmethod
     def from_checkpoint(
@@ -265,10 +266,8 @@ class Predictor:
         for part in chunks:
             if part.shape[1:3] != (size, size):
                 part = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in part])
-            if self._post is not None:
-                part = np.stack(
-                    [cv2.warpAffine(c, self._post, (size, size), flags=cv2.INTER_LINEAR) for c in part]
-                )
+            if self._post is not None:  # the evaluation transform, as mtaffect.evaluate applies it
+                part = eval_batch(part, size, resize_factor=self.eval_resize)
             logits.append(self.model.frames(part))
         return logits
 

@@ -27,6 +27,7 @@ __all__ = [
     "init_weights",
     "load_teacher",
     "cnn_preprocessing",
+    "gru_preprocessing",
     "build_frame_data",
     "image_preparer",
     "read_index",
@@ -96,7 +97,11 @@ def load_teacher(path: str, kind: str, device: torch.device) -> nn.Module:
 
 
 def cnn_preprocessing(config: Config) -> Any:
-    """The input normalisation of the CNN's weights, at ``data.image_size``."""
+    """The input normalisation of the CNN's weights, at ``data.image_size``, with this training's
+    evaluation resize (``data.resize_factor``): what the CNN stages validate with and write into
+    their checkpoints."""
+    from dataclasses import replace
+
     from mtaffect.models.preprocessing import Preprocessing, default_preprocessing
 
     backbone = config.model.cnn.get("backbone", "resnet50_caffe")
@@ -110,7 +115,19 @@ def cnn_preprocessing(config: Config) -> Any:
             block = {}
         if block:
             prep = Preprocessing.from_dict({**block, "size": config.data.image_size})
-    return prep
+    return replace(prep, eval_resize=config.data.resize_factor)
+
+
+def gru_preprocessing(config: Config) -> Any:
+    """What a GRU stage's checkpoints say about feeding them: the preprocessing of their CNN
+    (``model.cnn_checkpoint``) with this stage's ``data.resize_factor``, the evaluation resize of the
+    feature cache's centre draw that the GRU is trained and validated on."""
+    from dataclasses import replace
+
+    from mtaffect.checkpoint import read_metadata, stored_preprocessing
+
+    cnn = stored_preprocessing(read_metadata(config.model.cnn_checkpoint))
+    return replace(cnn, eval_resize=config.data.resize_factor)
 
 
 def read_index(config: Config) -> tuple[pd.DataFrame, dict]:

@@ -168,8 +168,7 @@ def _frames_pipeline(
         validate = make_cnn_validator(
             validation,
             meta,
-            preprocessing=preprocessing,
-            resize_factor=config.data.resize_factor,
+            preprocessing=preprocessing,  # eval_resize = data.resize_factor (C.cnn_preprocessing)
             device=ctx.device,
             workers=config.train.workers or None,  # decoding processes (None: 8 at most on CUDA)
         )
@@ -224,7 +223,7 @@ def _windows_pipeline(
         validate = make_gru_validator(
             validation, cache, length=seq.length, stride=seq.eval_stride, device=ctx.device
         )
-    return data, WindowTaskData.to_device, validate, None
+    return data, WindowTaskData.to_device, validate, C.gru_preprocessing(config)
 
 
 def check_config(config: Config) -> None:
@@ -314,7 +313,7 @@ def run_stage(
             meta = dict(stage=stage.name, train=resolved, metrics=metrics, epoch=epoch)
             save_checkpoint(checkpoint, model, **meta, **extra)
             if save_joined is not None:
-                save_joined(model, meta)
+                save_joined(model, meta, preprocessing)
 
         options = FitOptions(
             epochs=config.train.epochs,
@@ -359,13 +358,15 @@ class _JoinedWriter:
         self.cnn_record = {"checkpoint": str(cnn_path.resolve()), "sha256": file_sha256(cnn_path)}
         self._cnn: tuple[torch.nn.Module, dict] | None = None
 
-    def __call__(self, gru: torch.nn.Module, meta: dict) -> None:
+    def __call__(self, gru: torch.nn.Module, meta: dict, preprocessing: Any) -> None:
+        """``preprocessing``: the GRU checkpoint's (:func:`~mtaffect.train.components.gru_preprocessing`),
+        so that both files say the same about feeding them."""
         from mtaffect.checkpoint import load_checkpoint, save_checkpoint
         from mtaffect.models.gru import CNNGRU
 
         if self._cnn is None:  # loaded once, on the CPU: it is only written out
             self._cnn = load_checkpoint(self.cnn_path)
-        cnn, cnn_meta = self._cnn
+        cnn, _ = self._cnn
         sources = {
             "cnn": {"file": self.cnn_record["checkpoint"], "sha256": self.cnn_record["sha256"]},
             "gru": {"file": str((self.target.parent / BEST_CHECKPOINT).resolve())},
@@ -374,7 +375,7 @@ class _JoinedWriter:
             self.target,
             CNNGRU(cnn, gru),  # a view over both models: nothing is copied or changed
             **meta,
-            preprocessing=cnn_meta["preprocessing"],
+            preprocessing=preprocessing,
             cnn=self.cnn_record,
             sources=sources,
         )
