@@ -448,19 +448,3 @@ def test_objectives_never_read_tensor_values_on_the_host() -> None:
         loss = student_objective(student, teacher, targets, config)["loss"]
         loss.backward()
         assert student["EXPR"].valence.grad.shape == (N, 20)
-
-
-def test_objectives_trace_into_one_graph_for_torch_compile() -> None:
-    # A graph break splits the compiled training step and costs compile time on every run (issue 10):
-    # the eager-only checks (non-finite VA targets, the cached bin edges) must stay out of the trace.
-    pytest.importorskip("torch._dynamo")
-    student, teacher, targets = _batch()
-    torch._dynamo.reset()
-    for objective, args in (
-        (teacher_objective, (student, targets, LossConfig())),
-        (student_objective, (student, teacher, targets, LossConfig(group_average="paper"), True)),
-    ):
-        explanation = torch._dynamo.explain(objective)(*args)
-        assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]
-        assert explanation.graph_count == 1
-    torch._dynamo.reset()
