@@ -29,7 +29,7 @@ def test_info_of_trained_checkpoints_and_of_a_gru_that_needs_its_cnn(tmp_path, c
     save_checkpoint(
         cnn_path,
         MultitaskCNN(CNNConfig(backbone="resnet_tiny")),
-        preprocessing=Preprocessing(size=48),
+        preprocessing=Preprocessing(size=48, eval_resize=1.25),
         stage="cnn_student",
         train=train,
         metrics={"expr_score": 0.5, "ccc_valence": 0.25, "ccc_arousal": 0.125, "abaw_sum": 0.875},
@@ -38,6 +38,7 @@ def test_info_of_trained_checkpoints_and_of_a_gru_that_needs_its_cnn(tmp_path, c
     text = _info(capsys, cnn_path)
     assert "kind: cnn: CNN: one prediction per face crop" in text
     assert "input: 48x48 px" in text and "stage: cnn_student (epoch 3)" in text
+    assert "evaluation: resize x1.25, centre 48x48 crop" in text  # what evaluate and predict will apply
     assert "validation: expr_score 0.500, ccc_valence 0.250, ccc_arousal 0.125, abaw_sum 0.875" in text
     assert (
         "training data: frame index index.parquet; task sets EXPR, VA, EXPR_VA; distilled from "

@@ -60,7 +60,7 @@ def _training_data(train: dict, kind: str) -> str:
 
 def describe(path: str | Path) -> dict[str, Any]:
     """The facts ``mtaffect info`` prints, as a JSON-ready dict."""
-    from mtaffect.checkpoint import find_cnn_checkpoint, read_metadata
+    from mtaffect.checkpoint import find_cnn_checkpoint, read_metadata, stored_preprocessing
     from mtaffect.errors import UserError
     from mtaffect.runtime import file_sha256
 
@@ -85,6 +85,7 @@ def describe(path: str | Path) -> dict[str, Any]:
             "mean": pre.get("mean"),
             "std": pre.get("std"),
             "meaning": "RGB 0-255 minus mean, divided by std",
+            "eval_resize": stored_preprocessing(meta).eval_resize,
         },
         "crop": {"convention": pre.get("crop"), "meaning": CROPS.get(pre.get("crop"), "see docs/predict.md")},
         "stage": meta.get("stage"),
@@ -145,6 +146,7 @@ def format_info(info: dict[str, Any]) -> str:
         rows.append(("model", info["model_note"]))
     rows += [
         ("input", f"{inp['size']}x{inp['size']} px, {inp['meaning']}: mean {inp['mean']}, std {inp['std']}"),
+        ("evaluation", f"resize x{inp['eval_resize']:g}, centre {inp['size']}x{inp['size']} crop"),
         ("crops", f"{info['crop']['convention']}: {info['crop']['meaning']}"),
         ("labels", ", ".join(info.get("labels") or [])),
         ("stage", f"{info.get('stage') or '-'}" + (f" (epoch {info['epoch']})" if info.get("epoch") else "")),
