@@ -161,3 +161,36 @@ def test_the_whole_training_step_traces_into_one_graph(factory):
     torch._dynamo.reset()
     assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]
     assert explanation.graph_count == 1
+
+
+def test_a_failure_in_the_compiled_backward_falls_back_to_eager(tmp_path, monkeypatch):
+    # AOTAutograd builds the backward graph lazily, at the first loss.backward(): a compiler error
+    # there must fall back like one in the forward (warn once, redo the batch eagerly), not end the run
+    class ExplodingBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("backward graph failed to compile")
+
+    def lazily_broken(module, **options):
+        def run(batch):
+            losses = dict(module(batch))
+            losses["loss"] = ExplodingBackward.apply(losses["loss"])
+            return losses
+
+        return run
+
+    eager_w, eager_m = _train(tmp_path / "eager", _teacher, "off")
+    monkeypatch.setattr(torch, "compile", lazily_broken)
+    with pytest.warns(compiled.CompileFallbackWarning, match="backward graph failed.*eager mode") as record:
+        fell_w, fell_m = _train(tmp_path / "fallback", _teacher, "default")
+    assert len([w for w in record if w.category is compiled.CompileFallbackWarning]) == 1
+    assert len(fell_m) == len(eager_m) == 2  # both epochs ran
+    # the forward already ran once before the failing backward: BatchNorm's running statistics saw the
+    # first batch twice, but no gradient was counted twice, so every trained weight matches eager
+    for name, value in eager_w.items():
+        if value.is_floating_point() and "running_" not in name:
+            assert_close32(fell_w[name], value, msg=name)

@@ -16,7 +16,7 @@ and host work, not on arithmetic (PERFORMANCE.md §5b). Two levers live here:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -56,6 +56,7 @@ class CompiledStep:
         self.eager, self.compiled, self.mode = eager, compiled, mode
         self.mark_step = mark_step
         self.failed: str | None = None
+        self.backward_proven = False
 
     def __call__(self, batch: Any) -> Any:
         if self.failed is None:
@@ -64,14 +65,43 @@ class CompiledStep:
                     torch.compiler.cudagraph_mark_step_begin()
                 return self.compiled(batch)
             except Exception as error:  # noqa: BLE001 - any compiler failure: eager is the fallback
-                self.failed = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-                warnings.warn(
-                    f"train.compile={self.mode}: torch.compile failed ({self.failed}); "
-                    "training continues in eager mode",
-                    CompileFallbackWarning,
-                    stacklevel=2,
-                )
+                self._fall_back(error)
         return self.eager(batch)
+
+    def first_backward(
+        self, batch: Any, losses: Any, backward: Callable[[torch.Tensor], None], autocast: Callable[[], Any]
+    ) -> Any:
+        """Run the first step's ``backward(losses["loss"])``; returns the losses the step keeps.
+
+        AOTAutograd compiles the backward graph lazily, inside this first ``backward``: a compiler
+        failure surfaces here, not in :meth:`__call__`. It falls back the same way: warn once, clear
+        the partial gradients, run the batch eagerly (forward under ``autocast()``, then backward).
+        BatchNorm statistics then see this one batch twice.
+        """
+        self.backward_proven = True
+        if self.failed is not None:  # the forward already fell back: these are eager losses
+            backward(losses["loss"])
+            return losses
+        try:
+            backward(losses["loss"])
+            return losses
+        except Exception as error:  # noqa: BLE001 - any compiler failure: eager is the fallback
+            self._fall_back(error)
+        for parameter in self.eager.parameters():
+            parameter.grad = None
+        with autocast():
+            losses = self.eager(batch)
+        backward(losses["loss"])
+        return losses
+
+    def _fall_back(self, error: Exception) -> None:
+        self.failed = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        warnings.warn(
+            f"train.compile={self.mode}: torch.compile failed ({self.failed}); "
+            "training continues in eager mode",
+            CompileFallbackWarning,
+            stacklevel=3,
+        )
 
 
 def compile_step(

@@ -40,7 +40,7 @@ from mtaffect.distributed import DistContext
 from mtaffect.errors import UserError
 from mtaffect.io import write_csv
 from mtaffect.runtime import autocast
-from mtaffect.train.compiled import compile_step
+from mtaffect.train.compiled import CompiledStep, compile_step
 from mtaffect.train.state import STATE_FILE, EarlyStopping, ResumeState
 
 __all__ = ["TrainData", "FitOptions", "FitResult", "fit", "train_one_epoch", "SCORE_KEY"]
@@ -175,6 +175,14 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, options.amp_dtype):
             losses = step_fn(batch)
+        backward_done = isinstance(step_fn, CompiledStep) and not step_fn.backward_proven
+        if backward_done:  # the compiled backward is built here; a failure falls back to eager
+            losses = step_fn.first_backward(
+                batch,
+                losses,
+                lambda loss: scaler.scale(loss).backward(),
+                lambda: autocast(device, options.amp_dtype),
+            )
         for key, value in losses.items():
             if torch.is_tensor(value) and value.dim() == 0:
                 sums[key] = sums.get(key, 0.0) + value.detach().float()
@@ -184,7 +192,8 @@ def train_one_epoch(
                 f"{options.desc}: non-finite loss by epoch {epoch + 1}, step {step + 1}; this step's parts: "
                 + ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items() if v.dim() == 0)
             )
-        scaler.scale(losses["loss"]).backward()
+        if not backward_done:
+            scaler.scale(losses["loss"]).backward()
         scaler.step(optimizer)
         scaler.update()
         done += 1
