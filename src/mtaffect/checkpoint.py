@@ -32,7 +32,7 @@ from mtaffect.io import atomic_path
 from mtaffect.labels import EXPRESSIONS
 from mtaffect.models import create_model, model_config
 from mtaffect.models.preprocessing import EVAL_RESIZE, Preprocessing, default_preprocessing
-from mtaffect.runtime import file_sha256
+from mtaffect.runtime import file_sha256, resolve_device
 
 FORMAT_VERSION = 1
 METADATA_KEY = "mtaffect"
@@ -143,7 +143,8 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], path: st
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model stored in ``path`` (a cnn, a gru, or a cnn_gru) in eval mode on ``device``.
+    """Rebuild the model stored in ``path`` (a cnn, a gru, or a cnn_gru) in eval mode on ``device``
+    (``auto`` and ``cuda`` as :func:`mtaffect.runtime.resolve_device` reads them).
 
     Returns ``(model, meta)``; ``meta["preprocessing"]`` is a :class:`Preprocessing`.
     """
@@ -153,7 +154,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     except (KeyError, ValueError, TypeError) as err:
         raise InputFormatError(path, f"cannot rebuild the model from the checkpoint metadata: {err}") from err
     load_state_strict(model, load_file(str(path)), path)
-    model.to(device).eval()
+    model.to(resolve_device(device)).eval()  # "auto" as everywhere else
     meta = dict(meta)
     meta["preprocessing"] = stored_preprocessing(meta)
     return model, meta

@@ -55,7 +55,7 @@ from mtaffect.errors import UserError
 from mtaffect.io import write_json, write_parquet
 from mtaffect.labels import HEAD_TASKS
 from mtaffect.models.preprocessing import EVAL_RESIZE
-from mtaffect.runtime import autocast, resolve_device, weights_sha256
+from mtaffect.runtime import autocast, inference, resolve_device, weights_sha256
 
 __all__ = [
     "EVAL_DRAW",
@@ -285,11 +285,9 @@ def _preprocessing(meta: dict, size: int | None):
     """The checkpoint's input normalisation (mean/std, evaluation resize) and the crop size."""
     from dataclasses import replace
 
-    from mtaffect.models.preprocessing import Preprocessing
+    from mtaffect.checkpoint import stored_preprocessing
 
-    block = meta.get("preprocessing") or Preprocessing()
-    if isinstance(block, dict):
-        block = Preprocessing.from_dict(block)
+    block = stored_preprocessing(meta)
     if size is not None and size != block.size:
         block = replace(block, size=size)
     return block, block.size
@@ -387,7 +385,6 @@ def ensure_feature_cache(
         reader = reader_factory(index)
     n_chunks = math.ceil(len(frames) / batch_size)
     rows = frames["row"].to_numpy()
-    model.eval()
     model.to(device)
     use_cl = device.type in ("cpu", "cuda")  # channels_last: ×1.5 on these CPUs too (PERFORMANCE.md §2)
     if use_cl:
@@ -403,7 +400,7 @@ def ensure_feature_cache(
         workers=workers,
         pin_memory=device.type == "cuda",
     )
-    with torch.inference_mode():
+    with inference(model), torch.inference_mode():  # eval mode, the caller's mode given back after
         for chunk, crops in chunks:  # crops: uint8 (n_draws, n, S, S, 3), one decode per face
             lo, hi = chunk * batch_size, min(len(frames), (chunk + 1) * batch_size)
             per_task: dict[str, list[torch.Tensor]] = {task: [] for task in HEAD_TASKS}

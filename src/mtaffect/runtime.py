@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,9 +25,10 @@ __all__ = [
 AMP_REQUESTS = ("auto", "bf16", "fp16", "off")
 
 
-def resolve_device(request: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+def resolve_device(request: str | torch.device = "auto", local_rank: int | None = None) -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cuda`` → ``cuda:LOCAL_RANK`` (torchrun's process on
-    this machine); ``cuda:N`` and ``cpu`` as given. A ``torch.device`` passes through unchanged.
+    this machine: ``local_rank``, default the ``LOCAL_RANK`` variable, else 0); ``cuda:N``, ``cpu`` and
+    other device types torch knows (``mps``, ``xpu``) as given. A ``torch.device`` passes through.
 
     Refuses CUDA where there is none, and more torchrun processes on a machine than it has GPUs
     (two processes on one GPU would silently halve the speed and double the memory).
@@ -40,6 +42,8 @@ def resolve_device(request: str | torch.device = "auto", local_rank: int = 0) ->
             raise UserError(f"device {request!r} asked for, but CUDA is not available here")
         if request != "cuda":
             return torch.device(request)
+        if local_rank is None:
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         count = torch.cuda.device_count()
         if local_rank >= count:
             raise UserError(
@@ -47,9 +51,10 @@ def resolve_device(request: str | torch.device = "auto", local_rank: int = 0) ->
                 f"use torchrun --nproc_per_node {count}, or --device cpu"
             )
         return torch.device(f"cuda:{local_rank}")
-    if request != "cpu":
-        raise UserError(f"unknown device {request!r}; use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
+    try:
+        return torch.device(request)
+    except RuntimeError:
+        raise UserError(f"unknown device {request!r}; use auto, cpu, cuda or cuda:N") from None
 
 
 def amp_dtype(device: torch.device | str, request: str | bool = "auto") -> torch.dtype | None:

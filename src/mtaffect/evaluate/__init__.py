@@ -1,6 +1,7 @@
 """Evaluation: the official per-frame protocol on every labelled frame of a split.
 
-* **CNN**: every frame once, with the evaluation transform (resize ×1.2, centre crop; METHOD.md §4.4).
+* **CNN**: every frame once, with the evaluation transform (resize × the checkpoint's
+  ``Preprocessing.eval_resize``, 1.2 in the recipe, then the centre crop; METHOD.md §4.4).
 * **GRU**: per track, windows of ``length`` frames with stride ``eval_stride`` planned in
   ``mode="predict"`` (:func:`mtaffect.windows.plan_windows`: gaps split runs, short runs are padded
   and masked, the last window is aligned to the run's end); overlapping steps are averaged by

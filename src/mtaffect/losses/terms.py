@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 DEFAULT_CCC_EPS = 1e-8
+
+
 def zero_like(tensor: torch.Tensor) -> torch.Tensor:
     """A scalar 0 attached to ``tensor``'s graph (its gradient is 0, and finite)."""
     return tensor.sum() * 0.0
@@ -170,7 +172,7 @@ def va_dimension_loss(
     lambda_ccc: float = 1.0,
     unbiased: bool = True,
     eps: float = DEFAULT_CCC_EPS,
-    decode: str = "authors",
+    decode: str = "linspace",
 ) -> torch.Tensor:
     """One dimension of eq. 2: bin CE (mean over frames) + λ_ccc · (1 − CCC(expected value, label)).
 
@@ -198,7 +200,7 @@ def va_supervision(
     lambda_ccc: float = 1.0,
     unbiased: bool = True,
     eps: float = DEFAULT_CCC_EPS,
-    decode: str = "authors",
+    decode: str = "linspace",
 ) -> dict[str, torch.Tensor]:
     """Eq. 2: ``{"valence": L_v, "arousal": L_a}`` (the caller adds them, as the authors do)."""
     options = {"lambda_ccc": lambda_ccc, "unbiased": unbiased, "eps": eps, "decode": decode}

@@ -237,6 +237,10 @@ def predict_inputs(
     With ``ranks`` of a world > 1 (``torchrun``, process group joined), this process does only its
     share of the units (:func:`mtaffect.predict.shard.balance`), records it in
     ``report.rank<r>.json``, and every rank returns the merged report that rank 0 writes.
+
+    Applies the prediction thread policy (:func:`mtaffect.predict.threads.prediction_threads`): on a
+    machine with at most two cores, one torch thread for the whole process, and
+    ``OMP_WAIT_POLICY=PASSIVE`` unless set.
     """
     prediction_threads()  # one torch thread on <= 2 cores, as `mtaffect predict` runs
     ranks = ranks or DistContext()

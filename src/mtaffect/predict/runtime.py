@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtaffect.checkpoint import stored_preprocessing
 from mtaffect.errors import UserError
 from mtaffect.export import CNN_OUTPUTS, OnnxModel, cached_onnx, export_onnx, onnx_available
 from mtaffect.models.outputs import va_values
-from mtaffect.models.preprocessing import Preprocessing
-from mtaffect.runtime import file_sha256, weights_sha256
+from mtaffect.runtime import file_sha256, resolve_device, weights_sha256
 
 __all__ = ["FaceModel"]
 
@@ -56,9 +56,9 @@ class FaceModel:
             )
         self.kind = kind
         self.meta = meta
-        self.device = torch.device(device)
-        pre = meta.get("preprocessing")
-        self.preprocessing = pre if isinstance(pre, Preprocessing) else Preprocessing.from_dict(pre or {})
+        self.device = resolve_device(device)
+        # an old block without eval_resize reads as its consumers used it (checkpoint.stored_preprocessing)
+        self.preprocessing = stored_preprocessing(meta)
         self.cnn = model.cnn if kind == "cnn_gru" else model
         self.gru = model.gru if kind == "cnn_gru" else None
         self.cnn.eval()

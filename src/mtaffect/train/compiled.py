@@ -85,6 +85,8 @@ class CompiledStep:
         try:
             backward(losses["loss"])
             return losses
+        except torch.OutOfMemoryError:
+            raise  # memory, not the compiler: eager would not fit either, and the user must see it
         except Exception as error:  # noqa: BLE001 - any compiler failure: eager is the fallback
             self._fall_back(error)
         for parameter in self.eager.parameters():

@@ -135,10 +135,10 @@ def run_config(
     overrides: Sequence[str] = (),
 ) -> Any:
     """The :class:`mtaffect.config.Config` of one run (see the module docstring for the order)."""
-    from mtaffect.config import Config, apply_overrides, from_dict, load_yaml_tree, merge, recipe_path
+    from mtaffect.config import CONFIG_DIR, Config, apply_overrides, from_dict, load_yaml_tree, merge
 
     common, per_stage = _load_base(base)
-    tree = load_yaml_tree(recipe_path(run.stage))  # the stage's packaged recipe, as `mtaffect train` finds it
+    tree = load_yaml_tree(CONFIG_DIR / f"{run.stage}.yaml")  # always the packaged stage recipe
     tree = merge(merge(tree, common), per_stage.get(run.stage, {}))
     own = [f"data.index={index}", f"train.seed={seed}", *run.overrides]
     own += [f"{key}={checkpoints[name]}" for key, name in run.needs.items()]

@@ -394,7 +394,9 @@ def _loss_config(config: Config) -> Any:
 
     loss = dict(config.loss)
     sections = (config.model.cnn, config.model.gru)
-    model_decodings = {s["va_decoding"] for s in sections if s.get("va_decoding")}
+    model_decodings = {
+        _canonical(s["va_decoding"], "model.va_decoding") for s in sections if s.get("va_decoding")
+    }
     if len(model_decodings) > 1:
         raise UserError(f"model.cnn/gru.va_decoding disagree: {sorted(model_decodings)}")
     if model_decodings:
