@@ -46,7 +46,15 @@ def test_frame_count_sources_and_errors(tmp_path) -> None:
     inputs = sub.SubmissionInputs(
         {"clip": prediction_table("clip", [0, 3, 9])}, annotations=tmp_path / "annotations"
     )
+    killed = tmp_path / "out" / "VA_Set"  # an earlier run killed inside a write left its temporary file
+    killed.mkdir(parents=True)
+    (killed / ".clip.txt.k1ll3d.tmp").write_text("valence,arousal\n0.1")
+    (tmp_path / "out" / ".VA.txt.k1ll3d.tmp").write_text("half")
+    (tmp_path / "out" / ".mine.txt.k1ll3d.tmp").write_text("not ours")
     folder = sub.write_abaw2(["clip"], inputs, "VA", tmp_path / "out")
+    assert [p.name for p in folder.iterdir()] == ["clip.txt"]  # the rerun leaves only whole files
+    sub.write_abaw5(["clip"], inputs, "VA", tmp_path / "out" / "VA.txt")
+    assert sorted(p.name for p in (tmp_path / "out").glob(".*")) == [".mine.txt.k1ll3d.tmp"]
     assert len((folder / "clip.txt").read_text().splitlines()) == 8
     assert "extra ones dropped" in inputs.warnings[0]  # frame 9 is beyond the 7 annotated frames
     with pytest.raises(UserError, match="unknown frame count"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
@@ -91,10 +92,12 @@ def check_writable(path: str | Path) -> None:
         raise OutputError(path, err) from err
 
 
-def remove_leftovers(folder: str | Path) -> list[Path]:
-    """Delete the temporary files (``.<name>.<random>.tmp``) that a killed writer left in ``folder``."""
+def remove_leftovers(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Delete the temporary files (``.<name>.<random>.tmp``, :func:`atomic_path`'s) that a killed writer
+    left in ``folder``: all of them, or only those of the file ``name`` (a folder the user shares)."""
     removed = []
-    for leftover in Path(folder).glob(".*.tmp"):
+    pattern = f".{glob.escape(name)}.*.tmp" if name is not None else ".*.tmp"
+    for leftover in Path(folder).glob(pattern):
         with contextlib.suppress(OSError):
             leftover.unlink()
             removed.append(leftover)

@@ -40,7 +40,7 @@ import pandas as pd
 from mtaffect.data.numbers import NumberError
 from mtaffect.data.sources import abaw_text
 from mtaffect.errors import InputFormatError, UserError
-from mtaffect.io import atomic_open
+from mtaffect.io import atomic_open, remove_leftovers
 
 __all__ = [
     "read_frame_counts",
@@ -244,6 +244,7 @@ def write_abaw2(
     target = Path(out) / (folder or FOLDERS[task])
     filled = _fill_all(tracks, inputs, task)  # every track's problem first, before any file or folder
     target.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)  # a killed earlier run's half-written track files (never renamed into place)
     for track, values in filled.items():
         with atomic_open(target / f"{track}.txt", "w", encoding="utf-8", newline="\n") as handle:
             handle.write(abaw_text.HEADERS[task] + "\n")
@@ -291,6 +292,8 @@ def write_abaw5(
     cache = _fill_all(wanted, inputs, task)  # every track's problem first, before any file
     if example is None:
         rows = [(track, k) for track in tracks for k in range(1, len(cache[track]) + 1)]
+    if out_file.parent.is_dir():
+        remove_leftovers(out_file.parent, out_file.name)  # this file's, from a killed earlier run
     with atomic_open(out_file, "w", encoding="utf-8", newline="\n") as handle:
         handle.write(header + "\n")
         for track, number in rows:
