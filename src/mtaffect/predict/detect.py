@@ -226,6 +226,9 @@ class MTCNN:
     factor: pyramid step (each level is ``factor`` times the previous one).
     max_size: images whose longer side exceeds it are detected on a downscaled copy (huge images);
         coordinates are returned in the original image.
+    backend, device: the nets on onnxruntime (``"onnx"``, the CPU) or torch (``"torch"``, on ``device``);
+        ``"auto"`` takes onnxruntime on the CPU when installed. Many frames at once:
+        :func:`mtaffect.predict.detect_batch.detect_frames`.
     """
 
     def __init__(
@@ -237,18 +240,24 @@ class MTCNN:
         max_size: int = 1280,
         weights_dir: str | Path | None = None,
         backend: str = "auto",
+        device: str | torch.device = "cpu",
     ) -> None:
         folder = Path(weights_dir) if weights_dir else mtcnn_weights_dir()
+        self.device = torch.device(device)
         self.pnet, self.rnet, self.onet = _PNet(), _RNet(), _ONet()
         for net, name in ((self.pnet, "pnet"), (self.rnet, "rnet"), (self.onet, "onet")):
             net.load_state_dict(torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=True))
-            net.eval()
+            net.eval().to(self.device)
         self.min_face, self.thresholds, self.factor, self.max_size = min_face, thresholds, factor, max_size
         self.has_landmarks = True
         self.sessions: dict[str, object] = {}
         if backend not in ("auto", "torch", "onnx"):
             raise UserError(f"unknown detector backend {backend!r}")
-        if backend == "onnx" or (backend == "auto" and importlib.util.find_spec("onnxruntime") is not None):
+        if backend == "onnx" and self.device.type != "cpu":
+            raise UserError(f"detector backend onnx runs on the CPU, not on {self.device}: use backend torch")
+        # onnxruntime is the fast CPU path; on an accelerator the nets stay in torch, on the device
+        auto_onnx = backend == "auto" and self.device.type == "cpu"
+        if backend == "onnx" or (auto_onnx and importlib.util.find_spec("onnxruntime") is not None):
             self.sessions = self._onnx_sessions(folder)
         self.backend = "onnx" if self.sessions else "torch"
 
@@ -287,7 +296,7 @@ class MTCNN:
         session = self.sessions.get(name)
         if session is not None:
             return session.run(None, {"x": x.numpy()})
-        return [t.numpy() for t in getattr(self, name)(x)]
+        return [t.float().cpu().numpy() for t in getattr(self, name)(x.to(self.device))]
 
     # -- stages
     def _pyramid(self, h: int, w: int) -> list[float]:
@@ -300,6 +309,33 @@ class MTCNN:
             side *= self.factor
         return scales
 
+    def _pyramid_source(self, image: np.ndarray, scales: list[float]) -> np.ndarray:
+        """Halve ``image`` (Gaussian pyrDown, cheap) while the first level stays a real downscale."""
+        h, w = image.shape[:2]
+        source = image
+        if scales:
+            while max(source.shape[:2]) >= 2 * max(math.ceil(h * scales[0]), math.ceil(w * scales[0])):
+                source = cv2.pyrDown(source)
+        return source
+
+    def _level_candidates(self, prob: np.ndarray, reg: np.ndarray, scale: float) -> np.ndarray | None:
+        """One pyramid level's P-Net maps ``prob (h, w)``, ``reg (4, h, w)`` → boxes ``(n, 5)`` or None."""
+        ys, xs = np.nonzero(prob >= self.thresholds[0])
+        if len(ys) == 0:
+            return None
+        # output cell (y, x) sees the 12×12 input window at (2x, 2y) of this level
+        boxes = np.stack([2 * xs, 2 * ys, 2 * xs + 12, 2 * ys + 12], axis=1) / scale
+        boxes = _calibrate(boxes, reg[:, ys, xs].T)
+        cand = np.concatenate([boxes, prob[ys, xs, None]], axis=1)
+        return cand[nms(cand[:, :4], cand[:, 4], 0.5)]
+
+    @staticmethod
+    def _merge_levels(found: list[np.ndarray]) -> np.ndarray:
+        if not found:
+            return np.zeros((0, 5))
+        cand = np.concatenate(found)
+        return cand[nms(cand[:, :4], cand[:, 4], 0.7)]
+
     def _propose(self, image: np.ndarray) -> np.ndarray:
         """P-Net over the pyramid → candidate boxes ``(n, 5)`` (x0, y0, x1, y1, score).
 
@@ -309,40 +345,38 @@ class MTCNN:
         h, w = image.shape[:2]
         found = []
         scales = self._pyramid(h, w)
-        source = image
-        if scales:  # halve (Gaussian pyrDown, cheap) while the first level stays a real downscale
-            while max(source.shape[:2]) >= 2 * max(math.ceil(h * scales[0]), math.ceil(w * scales[0])):
-                source = cv2.pyrDown(source)
+        source = self._pyramid_source(image, scales)
         for scale in scales:
             sw, sh = math.ceil(w * scale), math.ceil(h * scale)
             # each level from the previous one: area averaging over a few pixels instead of many
             level = cv2.resize(source, (sw, sh), interpolation=cv2.INTER_AREA)
             source = level
             prob, reg = self._run("pnet", _to_input(level[None]))
-            prob, reg = prob[0], reg[0]
-            ys, xs = np.nonzero(prob >= self.thresholds[0])
-            if len(ys) == 0:
-                continue
-            # output cell (y, x) sees the 12×12 input window at (2x, 2y) of this level
-            boxes = np.stack([2 * xs, 2 * ys, 2 * xs + 12, 2 * ys + 12], axis=1) / scale
-            boxes = _calibrate(boxes, reg[:, ys, xs].T)
-            cand = np.concatenate([boxes, prob[ys, xs, None]], axis=1)
-            found.append(cand[nms(cand[:, :4], cand[:, 4], 0.5)])
-        if not found:
-            return np.zeros((0, 5))
-        cand = np.concatenate(found)
-        return cand[nms(cand[:, :4], cand[:, 4], 0.7)]
+            cand = self._level_candidates(prob[0], reg[0], scale)
+            if cand is not None:
+                found.append(cand)
+        return self._merge_levels(found)
 
     def _refine(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         prob, reg = self._run("rnet", _to_input(_crops(image, _square(boxes), 24)))
+        return self._refined(boxes, prob, reg)
+
+    def _refined(self, boxes: np.ndarray, prob: np.ndarray, reg: np.ndarray) -> np.ndarray:
+        """R-Net's scores and offsets of the squared ``boxes`` → kept candidates ``(n, 5)``."""
         sq = _square(boxes)
         keep = prob >= self.thresholds[1]
         cand = np.concatenate([_calibrate(sq[keep], reg[keep]), prob[keep, None]], axis=1)
         return cand[nms(cand[:, :4], cand[:, 4], 0.7)]
 
     def _output(self, image: np.ndarray, boxes: np.ndarray, threshold: float) -> Detections:
+        outputs = self._run("onet", _to_input(_crops(image, _square(boxes), 48)))
+        return self._outputs(boxes, *outputs, threshold=threshold)
+
+    def _outputs(
+        self, boxes: np.ndarray, prob: np.ndarray, reg: np.ndarray, marks: np.ndarray, *, threshold: float
+    ) -> Detections:
+        """O-Net's scores, offsets and landmarks of the squared ``boxes`` → the final detections."""
         sq = _square(boxes)
-        prob, reg, marks = self._run("onet", _to_input(_crops(image, sq, 48)))
         keep = prob >= threshold
         sq, reg, marks, prob = sq[keep], reg[keep], marks[keep], prob[keep]
         w, h = sq[:, 2:3] - sq[:, 0:1], sq[:, 3:4] - sq[:, 1:2]
@@ -440,14 +474,20 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 
 def make_detector(
-    name: str = "mtcnn", *, min_face: float = 40.0, max_size: int = 1280, backend: str = "auto"
+    name: str = "mtcnn",
+    *,
+    min_face: float = 40.0,
+    max_size: int = 1280,
+    backend: str = "auto",
+    device: str | torch.device = "cpu",
 ) -> MTCNN | HaarDetector:
     """``"mtcnn"`` (default, landmarks) or ``"haar"`` (fallback, boxes only).
 
-    backend: MTCNN's nets on ``"onnx"`` (onnxruntime), ``"torch"``, or ``"auto"`` (onnx if installed).
+    backend: MTCNN's nets on ``"onnx"`` (onnxruntime), ``"torch"``, or ``"auto"`` (onnx if installed
+    and ``device`` is the CPU). device: where MTCNN's torch nets run (a CUDA device: torch there).
     """
     if name == "mtcnn":
-        return MTCNN(min_face=min_face, max_size=max_size, backend=backend)
+        return MTCNN(min_face=min_face, max_size=max_size, backend=backend, device=device)
     if name == "haar":
         return HaarDetector(min_face=min_face, max_size=max_size)
     raise UserError(f"unknown detector {name!r}: choose mtcnn or haar")

@@ -48,6 +48,12 @@ class Predictor:
     eval_resize: the training evaluation zoom (resize ×f then centre crop; default: the checkpoint's
         ``Preprocessing.eval_resize``); 1.0 disables it.
     window, stride: GRU windows (32 frames, overlapping by ``window − stride``).
+    overlap: track faces (decode, detector, tracker, alignment) in a thread of their own while the
+        model runs (default True; the rows are the same either way, see ``predict.video``).
+    detector_device: where MTCNN's nets run (default: the model's device when it is an accelerator,
+        in torch there; else the CPU, onnxruntime when installed).
+    detect_batch: scheduled full detections computed together, ahead (``predict.detect_batch``);
+        default 4 when MTCNN runs on an accelerator, 1 (one frame at a time) on the CPU.
     """
 
     def __init__(
@@ -67,11 +73,26 @@ class Predictor:
         stride: int = 16,
         smooth: float = 0.0,
         max_faces: int | None = None,
+        overlap: bool = True,
+        detector_device: str | None = None,
+        detect_batch: int | None = None,
     ) -> None:
         self.model = model
         self._detector_spec = detector
-        self._detector_args = {"min_face": min_face, "max_size": max_size}
+        device = getattr(model, "device", None)
+        if detector_device is None:
+            on_accelerator = device is not None and getattr(device, "type", "cpu") != "cpu"
+            detector_device = str(device) if on_accelerator else "cpu"
+        self._detector_args: dict = {"min_face": min_face, "max_size": max_size}
+        if detector == "mtcnn":
+            self._detector_args["device"] = detector_device
         self._detector = None if isinstance(detector, str) else detector
+        self.overlap = overlap
+        if detect_batch is None:
+            detect_batch = 4 if detector == "mtcnn" and detector_device != "cpu" else 1
+        if detect_batch < 1:
+            raise ValueError("detect_batch must be >= 1")
+        self.detect_batch = detect_batch
         self.detect_every, self.batch_size = detect_every, batch_size
         self.refresh_every = refresh_every
         self.window, self.stride, self.smooth, self.max_faces = window, stride, smooth, max_faces

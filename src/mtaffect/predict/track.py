@@ -139,6 +139,11 @@ class FaceTracker:
         self._width = 1
         self._can_update = hasattr(detector, "redetect")
 
+    @property
+    def last_detection(self) -> int | None:
+        """The tracker frame number (0-based) of the last full detection; None before the first."""
+        return self._last_detection
+
     def _blend(self, old: np.ndarray | None, new: np.ndarray | None) -> np.ndarray | None:
         if old is None or new is None or self.smooth == 0.0:
             return new

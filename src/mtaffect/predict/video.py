@@ -5,6 +5,16 @@
 predictor. :class:`_VideoSession` holds the state kept between frames: the tracker, the faces
 waiting for a model batch, the GRU window stream of each live track and the finished rows waiting
 until every earlier frame is final. :func:`run_video` is the loop over it.
+
+The per-frame work splits in two: *tracking* (decode, the detector and tracker, the alignment
+warp), which depends only on the frames, and the *model* (batches of crops, GRU windows, rows).
+With ``predictor.overlap`` (the default) tracking runs in its own thread
+(:func:`mtaffect.predict.overlap.background`, a bounded queue of ``TRACK_QUEUE`` frames) while this
+thread runs the model, so detection and the model overlap; the rows are the same as without it
+(the same frames reach the model in the same batches, tested), and an error in the tracking thread
+is raised here after the rows of the frames tracked before it. With ``predictor.detect_batch`` > 1
+the tracker's full detections come from :class:`mtaffect.predict.detect_batch.Lookahead`, computed
+ahead for ``detect_batch`` scheduled detections at once.
 """
 
 from __future__ import annotations
@@ -19,12 +29,18 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from mtaffect.predict.detect import MTCNN
+from mtaffect.predict.detect_batch import Lookahead
 from mtaffect.predict.media import Frame, VideoReader
+from mtaffect.predict.overlap import background
 from mtaffect.predict.tables import frame_rows
 from mtaffect.predict.temporal import StreamingWindows
-from mtaffect.predict.track import FaceTracker
+from mtaffect.predict.track import FaceTracker, TrackedFace
 
-__all__ = ["RunReport", "VideoRun", "run_video"]
+__all__ = ["RunReport", "VideoRun", "run_video", "TRACK_QUEUE"]
+
+TRACK_QUEUE = 8
+"""Frames (with their tracked faces and crops) the tracking thread may run ahead of the model."""
 
 
 @dataclass
@@ -86,16 +102,29 @@ def _chunks(
         from tqdm import tqdm
 
         bar = tqdm(total=session.reader.frame_count, unit="frame", desc=Path(name).name, leave=False)
+    steps = session.tracked()
     try:
-        while (fr := session.next_frame()) is not None:
-            session.add_frame(fr)
+        while True:
+            try:
+                step = next(steps, None)
+            except Exception:
+                # tracking failed on a frame: the frames tracked before it are finished first
+                session.flush()
+                chunk = session.take_rows(session.last_added + 1)
+                if chunk is not None:
+                    yield chunk
+                raise
+            if step is None:
+                break
+            fr, faces, crops = step
+            session.add_tracked(fr, faces, crops)
             chunk = session.take_rows(session.watermark(fr.index + 1))
             if bar is not None:
                 bar.update(1)
             if chunk is not None:
                 yield chunk
     finally:
-        session.stop_decoding()  # at once, also when the consumer stops early (close, cancel)
+        steps.close()  # decoding and tracking stop at once, also when the consumer stops early
     session.flush()
     if bar is not None:
         bar.close()
@@ -132,15 +161,19 @@ class _VideoSession:
         self.name, self.report = name, report
         self.debug_crops = None if debug_crops is None else Path(debug_crops)
         self.reader = VideoReader(name)  # opened first: an unreadable file fails before the detector loads
+        detector = predictor.detector
+        batch = getattr(predictor, "detect_batch", 1)
+        self.lookahead = Lookahead(detector) if batch > 1 and isinstance(detector, MTCNN) else None
         self.tracker = FaceTracker(
-            predictor.detector,
+            self.lookahead or detector,
             detect_every=predictor.detect_every,
             refresh_every=predictor.refresh_every,
             smooth=predictor.smooth,
             max_faces=predictor.max_faces,
         )
         self._frames: Generator[Frame, None, None] = iter(self.reader)
-        self.last_frame = -1
+        self.last_frame = -1  # the last frame decoded
+        self.last_added = -1  # the last frame whose faces reached the model's queue
         self.pending: list[_Face] = []
         self.pending_crops: list[np.ndarray] = []
         self.streams: dict[int, StreamingWindows] = {}
@@ -157,23 +190,62 @@ class _VideoSession:
             self.last_frame = fr.index
         return fr
 
-    def stop_decoding(self) -> None:
-        """End the decoding thread (a no-op once the video was read to its end)."""
-        self._frames.close()
+    def tracked(self) -> Generator[tuple[Frame, list[TrackedFace], np.ndarray | None], None, None]:
+        """Each frame with its tracked faces and their crops, in order: in a thread with overlap."""
+        steps = self._track_frames()
+        if not getattr(self.p, "overlap", False):
+            return steps
+        return background(steps, maxsize=TRACK_QUEUE, name=f"track:{Path(self.name).name}")
 
-    def add_frame(self, fr: Frame) -> None:
-        """Track the frame's faces, queue their crops (or a no-face row), run the batches now due."""
+    def _track_frames(self) -> Generator[tuple[Frame, list[TrackedFace], np.ndarray | None], None, None]:
+        try:
+            if self.lookahead is None:
+                while (fr := self.next_frame()) is not None:
+                    yield self._track(fr)
+                return
+            # windows holding detect_batch scheduled detections, detected together ahead
+            window = self.p.detect_batch * self.tracker.detect_every
+            while True:
+                frames = []
+                while len(frames) < window and (fr := self.next_frame()) is not None:
+                    frames.append(fr)
+                if not frames:
+                    return
+                t0 = time.perf_counter()
+                first = self.tracker.frames_seen
+                self.lookahead.prefetch(
+                    first, [f.image for f in frames], self.tracker.last_detection, self.tracker.detect_every
+                )
+                self.report.add("detect", time.perf_counter() - t0)
+                for k, fr in enumerate(frames):
+                    self.lookahead.frame = first + k
+                    yield self._track(fr)
+        finally:
+            self._frames.close()  # ends the decoding thread (a no-op once the video was read)
+
+    def _track(self, fr: Frame) -> tuple[Frame, list[TrackedFace], np.ndarray | None]:
+        """The frame's tracked faces and their model-input crops (None without a face)."""
         t1 = time.perf_counter()
         faces = self.tracker.update(fr.image)
         t2 = time.perf_counter()
         self.report.add("detect", t2 - t1)
+        crops = None
+        if faces:
+            boxes = np.stack([f.box for f in faces])
+            lms = None if faces[0].landmarks is None else np.stack([f.landmarks for f in faces])
+            crops = self.p.crops(fr.image, boxes, lms)
+        self.report.add("align", time.perf_counter() - t2)
+        return fr, faces, crops
+
+    def add_tracked(self, fr: Frame, faces: list[TrackedFace], crops: np.ndarray | None) -> None:
+        """Queue a tracked frame's crops (or its no-face row), run the model batches now due."""
         ids = {f.track_id for f in faces}
         self.seen_tracks |= ids
         if faces:
-            self._queue_faces(fr, faces)
+            self._queue_faces(fr, faces, crops)
         else:
             self.ready.append((fr.index, -1, fr.time))
-        self.report.add("align", time.perf_counter() - t2)
+        self.last_added = fr.index
         ended = self.prev_ids - ids
         if ended and self.p.temporal:
             self._run_batch()
@@ -183,11 +255,8 @@ class _VideoSession:
         if len(self.pending) >= self.p.batch_size:
             self._run_batch()
 
-    def _queue_faces(self, fr: Frame, faces: list) -> None:
+    def _queue_faces(self, fr: Frame, faces: list[TrackedFace], crops: np.ndarray) -> None:
         """Aligned crops of the frame's tracked faces into the next model batch."""
-        boxes = np.stack([f.box for f in faces])
-        lms = None if faces[0].landmarks is None else np.stack([f.landmarks for f in faces])
-        crops = self.p.crops(fr.image, boxes, lms)
         self.pending_crops.append(crops)
         self.pending.extend(
             _Face(fr.index, fr.time, f.track_id, f.box, f.score, f.source, fr.index - f.age, f.change)
