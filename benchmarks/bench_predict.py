@@ -1,6 +1,7 @@
 """End-to-end prediction speed on a real video, its stage shares, and the model-alone ratio.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_predict [--video PATH] [--reps 3]
+        [--overlap on|off|both]
 
 Uses ResNet-50 (Caffe/FER+ layout) checkpoints with random weights (timing does not depend on the
 weights): a CNN and a CNN+GRU. For each configuration it times ``Predictor.predict_video`` over the
@@ -71,9 +72,15 @@ def bench(
     reps: int,
     refresh_every: int = 1,
     min_face: float = 40.0,
+    overlap: bool = True,
 ) -> dict:
     predictor = Predictor.from_checkpoint(
-        ckpt, backend=backend, detect_every=detect_every, refresh_every=refresh_every, min_face=min_face
+        ckpt,
+        backend=backend,
+        detect_every=detect_every,
+        refresh_every=refresh_every,
+        min_face=min_face,
+        overlap=overlap,
     )
     reports: list[dict] = []  # the RunReport of each repetition, as predict_video returns it (a dict)
 
@@ -125,6 +132,7 @@ def bench(
         pair_ratios.append(e2e / alone)
     return {
         "checkpoint": kind,
+        "overlap": overlap,
         "backend": predictor.model.backend,
         "detect_every": detect_every,
         "refresh_every": refresh_every,
@@ -179,6 +187,13 @@ def main() -> None:
     )
     parser.add_argument("--min-face", type=float, default=40.0, help="smallest face side in pixels (40)")
     parser.add_argument("--torch", action="store_true", help="also time the eager torch backend")
+    parser.add_argument(
+        "--overlap",
+        choices=("on", "off", "both"),
+        default="on",
+        help="tracking in its own thread beside the model (on: the default of predict; off: the "
+        "one-thread loop before issue 20; both: each configuration twice, off then on)",
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -193,10 +208,20 @@ def main() -> None:
         configs.append(("cnn_gru", "onnx", args.gru_every))
     if args.torch:
         configs.append(("cnn", "torch", 5))
+    overlaps = {"on": [True], "off": [False], "both": [False, True]}[args.overlap]
     for kind, backend, every in configs:
-        r = bench(kind, ckpts[kind], backend, every, args.video, args.reps, args.refresh_every, args.min_face)
-        results["runs"].append(r)
-        print(json.dumps(r, indent=1))
+        for overlap in overlaps:
+            r = bench(
+                kind, ckpts[kind], backend, every, args.video, args.reps, args.refresh_every, args.min_face,
+                overlap,
+            )  # fmt: skip
+            results["runs"].append(r)
+            print(json.dumps(r, indent=1))
+            print(
+                f"{kind} detect_every={every} overlap={overlap}: {r['e2e_fps']:.1f} frames/s, model alone "
+                f"{r['model_alone_fps']:.1f} faces/s, pair ratios {r['pair_ratios']} "
+                f"(median {r['ratio_interleaved_median']:.3f})"
+            )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
     else:
