@@ -1,6 +1,7 @@
 """``mtaffect serve``: the local web app: upload videos or photos, run predictions, watch the results.
 
-Binds 127.0.0.1 by default; any other ``--host`` requires the token printed at start-up.
+Binds 127.0.0.1 by default; any other ``--host``, or ``--token``, requires the token printed at
+start-up. Other sites' pages cannot write through the user's browser (docs/serve.md, Threat model).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ EXAMPLES = """examples:
   mtaffect serve --checkpoint gru_student.safetensors --results results/
   mtaffect serve --models checkpoints/ --results results/ --port 0 --workers 2
   mtaffect serve --checkpoint cnn.safetensors --host 0.0.0.0      # prints an address with a token
+  mtaffect serve --checkpoint cnn.safetensors --token             # a token on loopback too (shared machine)
 """
 
 
@@ -25,6 +27,10 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         "always is one)",
     )
     parser.add_argument("--open", action="store_true", help="open the address in the default browser")
+    parser.add_argument(
+        "--token", action="store_true",
+        help="require a random token on loopback too (machines with other users: they can reach 127.0.0.1)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="a folder of .safetensors checkpoints offered in the page")
     parser.add_argument("--workers", type=int, default=1, help="jobs run at the same time (1)")
     parser.add_argument("--max-upload-mb", type=float, default=2048, help="size cap per uploaded file (2048)")
+    parser.add_argument("--max-pending", type=int, default=200, metavar="N",
+                        help="uploads that may wait for Start at once (200)")
+    parser.add_argument("--max-pending-mb", type=float, default=8192, metavar="MB",
+                        help="MB that uploads waiting for Start may hold in all (8192)")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"), help="model backend")
     parser.add_argument("--device", default="cpu", help="torch device for backend torch")
     parser.add_argument("--detector", default="mtcnn", choices=("mtcnn", "haar"), help="face detector")
@@ -73,13 +83,14 @@ def start(app_factory, args: argparse.Namespace, label: str) -> int:  # noqa: AN
     from mtaffect.serve.server import address, bind, is_loopback, new_token, serve
 
     loopback = is_loopback(args.host)
-    token = None if loopback else new_token()
+    token = new_token() if getattr(args, "token", False) or not loopback else None
     sock = bind(args.host, args.port)
     app = app_factory(token=token, loopback=loopback)
     url = address(sock, args.host, token)
     print(f"mtaffect {label}: {url}", flush=True)
     if token:
-        print("  not a loopback address: the token above is required (keep it private)", flush=True)
+        why = "a token was asked for" if loopback else "not a loopback address"
+        print(f"  {why}: the token above is required (keep it private)", flush=True)
     if args.open:
         import webbrowser
 
@@ -115,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         return create_app(
             args.results, checkpoints=checkpoints, default_checkpoint=default, workers=args.workers,
             predictor_options=options, max_upload_mb=args.max_upload_mb, media_roots=args.media,
-            plots=not args.no_plots, overlay=not args.no_overlay, **kw,
+            plots=not args.no_plots, overlay=not args.no_overlay, max_pending=args.max_pending,
+            max_pending_mb=args.max_pending_mb, **kw,
         )
 
     return start(factory, args, "serve")

@@ -22,13 +22,10 @@ Routes (every id is a path relative to the results root, checked by ``results.sa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import secrets
 import shutil
-import time
-from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import numpy as np
 from starlette.applications import Starlette
@@ -39,15 +36,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mtaffect.serve import results as R
-from mtaffect.serve.uploads import UploadError, check_media, discard, kind_of, safe_name, upload_dir
+from mtaffect.serve.guard import Guard
+from mtaffect.serve.uploads import UPLOAD_TTL_S, PendingUploads, UploadError, check_media, kind_of, safe_name
 
-__all__ = ["create_app", "Guard", "STATIC", "VENDOR", "vendor_ready"]
+__all__ = ["create_app", "STATIC", "VENDOR", "vendor_ready"]
 
 STATIC = Path(__file__).parent / "static"
 VENDOR = STATIC / "vendor"
 VENDOR_FILES = ("uPlot.iife.min.js", "uPlot.min.css")
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
-COOKIE = "mtaffect_token"
 
 
 def vendor_ready() -> bool:
@@ -56,57 +52,6 @@ def vendor_ready() -> bool:
 
 def _err(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-class Guard:
-    """ASGI middleware: a token for non-loopback servers; Host checked on loopback ones.
-
-    The Host check stops DNS-rebinding pages (a site whose name resolves to 127.0.0.1) from
-    reading the API through the user's browser. The token may come as ``?token=`` (then kept in a
-    cookie), an ``X-Mtaffect-Token`` header, or the cookie.
-    """
-
-    def __init__(self, app, token: str | None, loopback: bool) -> None:  # noqa: ANN001
-        self.app, self.token, self.loopback = app, token, loopback
-
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.loopback:
-            host = headers.get("host", "")
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name not in LOOPBACK_HOSTS:
-                return await _err(403, f"host {host!r} refused: this server answers only 127.0.0.1")(
-                    scope, receive, send
-                )
-        if self.token is None:
-            return await self.app(scope, receive, send)
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        cookie = SimpleCookie()
-        try:
-            cookie.load(headers.get("cookie", ""))
-        except CookieError:  # a malformed Cookie header is no token
-            cookie = SimpleCookie()
-        offered = [
-            *(query.get("token") or []),
-            headers.get("x-mtaffect-token", ""),
-            cookie[COOKIE].value if COOKIE in cookie else "",
-        ]
-        if not any(o and secrets.compare_digest(o, self.token) for o in offered):
-            return await _err(401, "a token is required: open the address printed by `mtaffect serve`")(
-                scope, receive, send
-            )
-        if query.get("token"):
-
-            async def send_with_cookie(message) -> None:  # noqa: ANN001
-                if message["type"] == "http.response.start":
-                    value = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
-                    message["headers"] = [*message.get("headers", []), (b"set-cookie", value.encode())]
-                await send(message)
-
-            return await self.app(scope, receive, send_with_cookie)
-        return await self.app(scope, receive, send)
 
 
 def create_app(
@@ -122,12 +67,20 @@ def create_app(
     media_roots: list[str | Path] | None = None,
     plots: bool = True,
     overlay: bool = True,
+    max_pending: int = 200,
+    max_pending_mb: float = 8192,
+    upload_ttl_s: float = UPLOAD_TTL_S,
 ) -> Starlette:
-    """The app over ``root``; with ``checkpoints`` (name → file) it also runs prediction jobs."""
+    """The app over ``root``; with ``checkpoints`` (name → file) it also runs prediction jobs.
+
+    ``max_pending`` / ``max_pending_mb``: how many uploads, and how many MB in all, may wait for
+    Start; ``upload_ttl_s``: after how long an unused upload is removed (docs/serve.md).
+    """
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     store = R.ResultStore(root, media_roots)
-    _drop_stale_uploads(root)
+    pending = PendingUploads(root, max_count=max_pending, max_bytes=int(max_pending_mb * 2**20),
+                             ttl_s=upload_ttl_s)
     if checkpoints:  # imported only here: `mtaffect view` never loads torch
         from mtaffect.serve.jobs import JobManager
     jobs = (
@@ -161,13 +114,19 @@ def create_app(
         name = safe_name(raw)
         try:
             kind_of(name)
-            size = int(request.headers.get("content-length") or 0)
+            length = request.headers.get("content-length") or "0"
+            if not length.isdigit():
+                raise UploadError(400, f"{raw}: bad Content-Length {length!r}")
+            size = int(length)
             if size > cap:
                 raise UploadError(413, f"{raw}: {size / 2**20:.0f} MB is over the upload cap of "
                                        f"{max_upload_mb:g} MB")
         except UploadError as err:
             return _err(err.status, str(err))
-        uid, folder = upload_dir(root)
+        try:
+            uid, folder = pending.begin(size)  # refused before the body when too many wait
+        except UploadError as err:
+            return _err(err.status, f"{raw}: {err}")
         path = folder / name
         written = 0
         try:
@@ -176,15 +135,20 @@ def create_app(
                     written += len(chunk)
                     if written > cap:
                         raise UploadError(413, f"{raw}: over the upload cap of {max_upload_mb:g} MB")
+                    try:
+                        pending.grow(uid, written)
+                    except UploadError as err:
+                        raise UploadError(err.status, f"{raw}: {err}") from None
                     fh.write(chunk)
             if written == 0:
                 raise UploadError(400, f"{raw}: the file is empty")
             kind = await run_in_threadpool(check_media, path, raw)
+            pending.commit(uid, written)
         except UploadError as err:
-            discard(folder)
+            pending.discard(uid)
             return _err(err.status, str(err))
-        except Exception:
-            discard(folder)  # the client went away: nothing half-written stays
+        except BaseException:
+            pending.discard(uid)  # the client went away: nothing half-written stays
             raise
         return JSONResponse({"upload": uid, "name": name, "kind": kind, "bytes": written})
 
@@ -204,17 +168,17 @@ def create_app(
         for uid in ids:
             if not uid.isalnum():
                 return _err(400, f"bad upload id {uid!r}")
-            folder = root / ".uploads" / uid
-            found = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+            found = pending.files(uid)
             if not found:
-                return _err(404, f"upload {uid} not found (already used, or refused)")
+                return _err(404, f"upload {uid} not found (already used, refused, or unused for "
+                                 f"{upload_ttl_s / 3600:g} h and removed): upload the file again")
             files.extend(found)
         try:
             job = await run_in_threadpool(jobs.submit, files, checkpoint)
         except ValueError as err:
             return _err(400, str(err))
         for uid in ids:
-            shutil.rmtree(root / ".uploads" / uid, ignore_errors=True)
+            pending.discard(uid)  # its files moved into the job's folder
         return JSONResponse({"job": job.id, "run": job.run})
 
     def job_action(request: Request) -> Response:
@@ -332,24 +296,23 @@ def create_app(
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
     ]
 
+    async def sweep_uploads() -> None:
+        # a long-running server removes unused uploads too, not only at start-up
+        while True:
+            await asyncio.sleep(min(300.0, max(1.0, upload_ttl_s / 4)))
+            await run_in_threadpool(pending.sweep)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202
+        sweeper = asyncio.create_task(sweep_uploads()) if jobs is not None else None
         yield
+        if sweeper is not None:
+            sweeper.cancel()
         if jobs is not None:
             jobs.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.store, app.state.jobs = store, jobs
+    app.state.store, app.state.jobs, app.state.pending = store, jobs, pending
     app.add_middleware(Guard, token=token, loopback=loopback)
     return app
 
-
-def _drop_stale_uploads(root: Path, max_age_s: float = 86400.0) -> None:
-    """Uploads checked but never started (page closed) are removed after a day."""
-    folder = root / ".uploads"
-    if not folder.is_dir():
-        return
-    now = time.time()
-    for d in folder.iterdir():
-        if d.is_dir() and now - d.stat().st_mtime > max_age_s:
-            shutil.rmtree(d, ignore_errors=True)

@@ -1,10 +1,13 @@
-"""Uploads: streamed to ``<root>/.uploads/<id>/<safe name>``, size-capped, checked by decoding.
+"""Uploads: streamed to ``<root>/.uploads/<id>.part/<safe name>``, size-capped, checked by decoding.
 
 The request body is the raw file (one file per request, its name in the query string), written
 chunk by chunk, so memory stays flat and nothing lands outside the results root (no temporary
 file elsewhere). The name is reduced to a plain file name of safe characters; the extension must
 be a video or image one, and the file must then decode (one frame for a video, the whole image),
-otherwise it is deleted and the message names it.
+otherwise it is deleted and the message names it. A checked upload's folder is renamed to
+``<id>`` (so a server killed mid-upload leaves only ``.part`` folders, removed at start-up) and
+waits there for a job: :class:`PendingUploads` caps how many wait and how many bytes they hold,
+and removes those left unused for ``ttl_s``.
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import threading
+import time
 from pathlib import Path
 
 from mtaffect.predict.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
-__all__ = ["UploadError", "safe_name", "check_media", "upload_dir"]
+__all__ = ["UploadError", "PendingUploads", "safe_name", "check_media", "UPLOAD_TTL_S"]
+
+UPLOAD_TTL_S = 3600.0  # an upload not started as a job within an hour is removed
 
 
 class UploadError(Exception):
@@ -79,12 +86,98 @@ def _why(err: Exception, path: Path) -> str:
     return text.strip(" :;") or type(err).__name__
 
 
-def upload_dir(root: Path) -> tuple[str, Path]:
-    uid = secrets.token_hex(6)
-    folder = root / ".uploads" / uid
-    folder.mkdir(parents=True)
-    return uid, folder
+class PendingUploads:
+    """The uploads waiting for a job under ``<root>/.uploads``: capped in number and bytes, expiring.
 
+    ``begin`` reserves a place (refused with 429 when ``max_count`` uploads already wait, or when
+    the announced size does not fit in ``max_bytes`` with the others), ``grow`` follows the bytes
+    written (the cap holds for bodies without a Content-Length too), ``commit`` renames the
+    checked upload's folder from ``<id>.part`` to ``<id>``; ``files`` gives a committed upload's
+    files to a job and ``release`` forgets it. ``sweep`` removes committed uploads older than
+    ``ttl_s``; the constructor also removes the ``.part`` folders a killed server left.
+    Called from the event loop and from the periodic sweep's thread: one lock.
+    """
 
-def discard(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+    def __init__(self, root: Path, *, max_count: int, max_bytes: int, ttl_s: float = UPLOAD_TTL_S) -> None:
+        self.dir = Path(root) / ".uploads"
+        self.max_count, self.max_bytes, self.ttl_s = max_count, max_bytes, ttl_s
+        self._bytes: dict[str, int] = {}  # id → bytes, being written or waiting
+        self._since: dict[str, float] = {}  # committed id → when it was checked (wall clock)
+        self._lock = threading.Lock()
+        if self.dir.is_dir():
+            for d in self.dir.iterdir():
+                if d.is_dir() and d.name.endswith(".part"):
+                    shutil.rmtree(d, ignore_errors=True)  # half-written by a server that was killed
+                elif d.is_dir():
+                    self._bytes[d.name] = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+                    self._since[d.name] = d.stat().st_mtime
+        self.sweep()
+
+    def begin(self, expected: int) -> tuple[str, Path]:
+        """A new upload's id and the folder to write it in; ``expected``: its Content-Length or 0."""
+        self.sweep()
+        with self._lock:
+            if len(self._bytes) >= self.max_count:
+                raise UploadError(429, f"{len(self._bytes)} uploads already wait for Start (the cap is "
+                                       f"{self.max_count}): start a job with them first")
+            self._check_bytes(expected)
+            uid = secrets.token_hex(6)
+            self._bytes[uid] = expected
+        folder = self.dir / f"{uid}.part"
+        folder.mkdir(parents=True)
+        return uid, folder
+
+    def _check_bytes(self, extra: int, uid: str | None = None) -> None:
+        others = sum(b for k, b in self._bytes.items() if k != uid)
+        if others + extra > self.max_bytes:
+            total, cap = (others + extra) / 2**20, self.max_bytes / 2**20
+            raise UploadError(429, f"uploads waiting for Start would hold {total:.0f} MB, over the cap of "
+                                   f"{cap:.0f} MB: start a job with them first")
+
+    def grow(self, uid: str, written: int) -> None:
+        """``written`` bytes of ``uid`` are on disk; raises 429 once all pending bytes pass the cap."""
+        with self._lock:
+            if written > self._bytes.get(uid, 0):
+                self._check_bytes(written, uid)
+                self._bytes[uid] = written
+
+    def commit(self, uid: str, written: int) -> None:
+        (self.dir / f"{uid}.part").rename(self.dir / uid)
+        with self._lock:
+            self._bytes[uid], self._since[uid] = written, time.time()
+
+    def discard(self, uid: str) -> None:
+        """A refused or interrupted upload: its folder and its place go."""
+        for name in (f"{uid}.part", uid):
+            shutil.rmtree(self.dir / name, ignore_errors=True)
+        self.release(uid)
+
+    def files(self, uid: str) -> list[Path]:
+        """A committed upload's files, [] when it is unknown, expired or still being written."""
+        folder = self.dir / uid
+        if not uid.isalnum() or uid not in self._since or not folder.is_dir():
+            return []
+        return [p for p in folder.iterdir() if p.is_file()]
+
+    def release(self, uid: str) -> None:
+        with self._lock:
+            self._bytes.pop(uid, None)
+            self._since.pop(uid, None)
+
+    def sweep(self) -> list[str]:
+        """Remove committed uploads left unused for ``ttl_s``; returns their ids."""
+        now = time.time()
+        with self._lock:
+            stale = [uid for uid, t in self._since.items() if now - t > self.ttl_s]
+        for uid in stale:
+            shutil.rmtree(self.dir / uid, ignore_errors=True)
+            self.release(uid)
+        return stale
+
+    @property
+    def count(self) -> int:
+        return len(self._bytes)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self._bytes.values())

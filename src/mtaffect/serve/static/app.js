@@ -20,7 +20,10 @@ function fmtTime(t) {
 }
 function banner(text) { const b = $("banner"); b.textContent = text || ""; b.hidden = !text; }
 
-async function api(url, opts) {
+async function api(url, opts = {}) {
+  // writes carry X-Mtaffect-Page: the server refuses a browser's write without it (a foreign page
+  // cannot add it without a CORS preflight, which the server never grants; docs/serve.md)
+  if (opts.method && opts.method !== "GET") opts = { ...opts, headers: { ...(opts.headers || {}), "x-mtaffect-page": "1" } };
   const r = await fetch(url, opts);
   const type = r.headers.get("content-type") || "";
   const body = type.includes("json") ? await r.json() : await r.arrayBuffer();
@@ -34,7 +37,7 @@ function route() {
   const q = new URLSearchParams(query || "");
   if (path === "/view" && q.get("id") !== null) {
     $("home").hidden = true; $("view").hidden = false;
-    if (!S.view || S.view.id !== q.get("id")) openView(q.get("id"), q);
+    if (!S.view || S.view.id !== q.get("id")) openView(q.get("id"), q); else revisit(q);
   } else {
     $("home").hidden = false; $("view").hidden = true;
     closeView();

@@ -22,6 +22,9 @@ async function openView(id, q) {
   $("title").textContent = m.kind === "images" ? `${id} (photos)` : m.inputs[0];
   $("status").textContent = m.complete ? (m.status || "") : "still running: showing the rows so far";
   v.track = m.tracks.includes(+q.get("track")) && q.get("track") !== null ? +q.get("track") : (m.tracks[0] ?? null);
+  const t0 = parseFloat(q.get("t"));
+  v.shareT = m.kind === "video" && isFinite(t0) ? Math.max(0, t0) : 0;
+  updateShare(v.shareT);  // every way in (list, job link, pasted URL, back/forward) fills the share link
   $("downloads").innerHTML = "Download: " + m.downloads.map((n) =>
     `<a href="/files/${id.split("/").map(encodeURIComponent).join("/")}/${n}" download>${n}</a>`).join("");
   const isImages = m.kind === "images";
@@ -46,8 +49,11 @@ async function openView(id, q) {
     else banner("the browser cannot play this video");
   };
   setSource($("source").value);
-  const t0 = parseFloat(q.get("t"));
-  const timesReady = api(`/api/times?id=${encodeURIComponent(id)}`).then((buf) => { v.times = new Float64Array(buf); });
+  const timesReady = api(`/api/times?id=${encodeURIComponent(id)}`).then((buf) => {
+    v.times = new Float64Array(buf);
+    // the URL's time, on its frame, even when the video cannot play (the seek below never comes)
+    if (isFinite(t0) && S.view === v && !v.seeked) updateShare(frameTarget(t0).target);
+  });
   // a shared URL's time: once the video and the frame times are there, land on its frame
   video.addEventListener("loadedmetadata", () => timesReady.then(() => { if (isFinite(t0) && S.view === v) seekTo(t0); }), { once: true });
   video.onpause = video.onseeked = () => updateShare();
@@ -162,25 +168,49 @@ function frameAt(t) {
   return lo;
 }
 
-function seekTo(t) {
-  // frame-accurate: land on the start of the frame that holds t (the table's own timestamps, so
-  // variable frame rate is exact), a millisecond in, never past half the frame
-  const v = S.view, times = v.times, video = $("video");
-  let target = t, k = frameAt(t);
+function frameTarget(t) {
+  // frame-accurate: the start of the frame that holds t (the table's own timestamps, so variable
+  // frame rate is exact), a millisecond in, never past half the frame
+  const times = S.view.times, k = frameAt(t);
+  let target = t;
   if (k != null) {
     const next = k + 1 < times.length ? times[k + 1] : times[k] + 0.04;
     target = times[k] + Math.min(0.001, (next - times[k]) / 2);
   }
-  target = Math.max(0, target);
-  video.currentTime = target;
-  window.mtaffect.lastSeek = { requested: t, frame: k, time: k != null ? times[k] : t, target };
+  return { frame: k, time: k != null ? times[k] : t, target: Math.max(0, target) };
+}
+
+function seekTo(t) {
+  const { frame, time, target } = frameTarget(t);
+  $("video").currentTime = target;
+  S.view.seeked = true;
+  window.mtaffect.lastSeek = { requested: t, frame, time, target };
   updateShare(target);
+}
+
+function revisit(q) {
+  // the same result with another time, person or photo typed into the address, or back/forward
+  const v = S.view;
+  if (!v || !v.meta) return;
+  const t = parseFloat(q.get("t")), track = q.get("track") !== null ? +q.get("track") : null;
+  if (v.meta.kind === "images") {
+    const input = +(q.get("input") || 0);
+    if (input !== v.input && input >= 0 && input < v.meta.inputs.length) {
+      v.input = input; $("image-pick").value = String(input); loadImage();
+    }
+  } else if (isFinite(t)) {
+    if (v.times) seekTo(t); else v.shareT = Math.max(0, t);
+  }
+  if (track != null && v.meta.tracks.includes(track)) select(track);
+  updateShare();
 }
 
 function updateShare(t) {
   const v = S.view;
-  if (!v) return;
-  const time = t ?? $("video").currentTime;
+  if (!v || !v.meta) return;  // a pause event of the previous video may arrive before the new meta
+  const video = $("video");
+  // before the video has its metadata (or when it cannot play), currentTime says nothing
+  const time = v.shareT = t ?? (video.readyState >= 1 ? video.currentTime : v.shareT);
   const hash = `#/view?id=${encodeURIComponent(v.id)}` + (v.meta.kind === "images" ? `&input=${v.input}` : `&t=${time.toFixed(3)}`) +
     (v.track != null ? `&track=${v.track}` : "");
   history.replaceState(null, "", hash);
