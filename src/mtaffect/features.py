@@ -10,12 +10,12 @@ those embeddings depend only on the frame and on the augmentation applied to it.
 once for a fixed set of augmentation draws and store them on disk; both GRU stages read them.
 
 Augmentation draws reproduce the authors' sequence-level augmentation (METHOD.md §4.4): the face is
-resized to ``int(resize · size)`` (``resize``: the CNN's ``Preprocessing.eval_resize``, 1.2 × 112 = 134
-by default), then a ``size`` crop is taken at a translation
-and optionally flipped. A :class:`Draw` holds the translation as fractions of the largest offset
-(0.5, 0.5 is the evaluation centre crop). The default set is the centre crop (draw 0, used for
-validation and prediction) plus 2 flips × 4 translations along the diagonal (the authors draw one
-``v`` per sequence and move the crop diagonally by ``v``; we take v ∈ {1/8, 3/8, 5/8, 7/8}).
+resized to ``int(resize · size)`` (``resize``: the CNN's ``Preprocessing.eval_resize``, 1.2 × 112 =
+134 by default), then a ``size`` crop is taken at a translation and optionally flipped. A
+:class:`Draw` holds the translation as fractions of the largest offset (0.5, 0.5: the centre crop).
+The default set is the centre crop (draw 0, used for validation and prediction) plus 2 flips × 4
+translations along the diagonal (the authors draw one ``v`` per sequence and move the crop
+diagonally by ``v``; we take v ∈ {1/8, 3/8, 5/8, 7/8}).
 
 On disk (one folder per key)::
 
@@ -25,15 +25,16 @@ On disk (one folder per key)::
                        VA.f16         float16 memmap (n_draws, n_frames, 128)
                        progress.json  chunks finished (written atomically after each chunk is flushed)
 
-The key hashes the CNN weights, the draws, the geometry and the frame list, so a different
-checkpoint, augmentation or index never reuses a stale cache. Frames are sorted by
-(database, track, frame) so that a window of consecutive frames is one contiguous slice.
+The key hashes the CNN weights, the draws, the geometry and the frame list, so a different checkpoint,
+augmentation or index never reuses a stale cache. Frames are sorted by (database, track, frame) so
+that a window of consecutive frames is one contiguous slice.
 
-Throughput (PERFORMANCE.md §5b: JPEG decoding in the main process held a GPU to ≈ 1,300 frames/s):
-each face is read (decoded) once per chunk and every draw is a warp of that decoded face; reading
-and warping run in ``workers`` processes (:func:`ordered_chunks`, in order, pinned on CUDA) while
+Throughput (PERFORMANCE.md §5b: JPEG decoding held a GPU to ≈ 1,300 frames/s): each face is read
+once per chunk (decoded, or copied from a frame store: :mod:`mtaffect.data.faces.store`) in
+``workers`` processes (:func:`ordered_chunks`, in order, pinned on CUDA); every draw is a warp of
+that face, in the readers or on the device (``device_warps``, one host→device copy per face), while
 the main process runs the CNN (bf16 autocast on CUDA) and writes the rows. The embeddings are the
-single-process ones, bit for bit on CPU: each forward sees the same chunk of one draw.
+single-process ones, bit for bit on CPU, whatever reads or warps: each forward sees the same crops.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,7 @@ __all__ = [
     "FeatureCache",
     "apply_draw",
     "default_draws",
+    "draw_matrix",
     "ensure_feature_cache",
     "ensure_gru_features",
     "feature_cache_key",
@@ -133,18 +136,24 @@ def parse_draws(spec: Sequence[Any] | None) -> list[Draw]:
     return draws
 
 
+def draw_matrix(draw: Draw, in_size: int, size: int, resize_factor: float = EVAL_RESIZE) -> np.ndarray:
+    """A draw's inverse affine map ``(2, 3)`` for ``in_size`` faces (``augment.crop_matrices``)."""
+    from mtaffect.data.augment import crop_matrices, resized_side
+
+    resized = resized_side(size, resize_factor)
+    offsets = np.asarray([draw.offsets(resized, size)])
+    return crop_matrices(in_size, size, resized, offsets, np.array([draw.flip]))[0]
+
+
 def apply_draw(faces: np.ndarray, draw: Draw, size: int, resize_factor: float = EVAL_RESIZE) -> np.ndarray:
     """The training geometry of one draw on a batch of faces ``(n, S, S, 3)`` uint8 → ``(n, size, size, 3)``:
     resize to ``int(resize_factor · size)``, crop ``size`` at the draw's offset, flip if asked — one
     bilinear warp per image (:mod:`mtaffect.data.augment`, the same map as the CNN stages)."""
-    from mtaffect.data.augment import crop_matrices, resized_side, warp_batch
+    from mtaffect.data.augment import warp_batch
 
     faces = np.asarray(faces)
-    n = len(faces)
-    resized = resized_side(size, resize_factor)
-    offsets = np.tile(np.asarray(draw.offsets(resized, size)), (n, 1))
-    flips = np.full(n, draw.flip)
-    return warp_batch(faces, crop_matrices(faces.shape[1], size, resized, offsets, flips), size)
+    matrix = draw_matrix(draw, faces.shape[1], size, resize_factor)
+    return warp_batch(faces, np.broadcast_to(matrix, (len(faces), 2, 3)), size)
 
 
 def frame_table(index: pd.DataFrame) -> pd.DataFrame:
@@ -246,13 +255,14 @@ class FeatureCache:
 
 
 class _DrawChunks:
-    """Chunk ``chunks[i]`` of the frame list under every draw: ``(chunk, uint8 (n_draws, n, S, S, 3))``.
+    """Chunk ``chunks[i]`` of the frame list: ``(chunk, uint8 (n_draws, n, S, S, 3))`` warped under every
+    draw, or with ``draws`` None the faces themselves ``(n, S, S, 3)`` (warped on the device).
 
-    Each face is read (its JPEG decoded) once; the draws are warps of that one decoded face.
+    Each face is read (its JPEG decoded, or copied from a frame store) once for all the draws.
     """
 
     def __init__(self, reader: Any, rows: np.ndarray, chunks: list[int], batch_size: int,
-                 draws: list[Draw], size: int, resize: float) -> None:
+                 draws: list[Draw] | None, size: int, resize: float) -> None:
         self.reader, self.rows, self.chunks, self.batch_size = reader, rows, chunks, batch_size
         self.draws, self.size, self.resize = draws, size, resize
 
@@ -260,6 +270,8 @@ class _DrawChunks:
         chunk = self.chunks[i]
         lo = chunk * self.batch_size
         faces = np.asarray(self.reader.read(self.rows[lo : lo + self.batch_size]))
+        if self.draws is None:
+            return chunk, torch.from_numpy(faces)
         crops = np.stack([apply_draw(faces, d, self.size, self.resize) for d in self.draws])
         return chunk, torch.from_numpy(crops)
 
@@ -309,6 +321,7 @@ def ensure_feature_cache(
     preprocessing_meta: dict | None = None,
     only_existing: bool = False,
     workers: int | None = None,
+    device_warps: bool | None = None,
 ) -> FeatureCache | None:
     """Compute (or reuse, or finish) the embeddings of every face image of ``index`` → :class:`FeatureCache`.
 
@@ -324,6 +337,9 @@ def ensure_feature_cache(
     ``index``); by default ``FaceReader(index, meta, size)``.
     ``workers``: processes reading and warping chunks ahead of the CNN (None: :func:`default_workers`;
     0: in this process); the result does not depend on it.
+    ``device_warps``: warp the draws on the model's device (:class:`mtaffect.data.augment.DeviceWarp`:
+    the faces cross to the device once, not once per draw) instead of in the readers (None: on CUDA);
+    bit-identical either way (OpenCV's fixed-point arithmetic, tested on CPU).
     """
     device = resolve_device(device)
     draws_list = parse_draws(draws)
@@ -332,7 +348,7 @@ def ensure_feature_cache(
         ckpt_meta = {**ckpt_meta, "preprocessing": preprocessing_meta}
     prep, size = _preprocessing(ckpt_meta, size)
     resize = prep.eval_resize if resize is None else resize
-    from mtaffect.data.augment import resized_side
+    from mtaffect.data.augment import DeviceWarp, resized_side
 
     resized = resized_side(size, resize)
     frames = frame_table(index)
@@ -394,18 +410,24 @@ def ensure_feature_cache(
     todo = [c for c in range(n_chunks) if c not in done]
     bar = _bar(total=len(todo) * batch_size, desc=f"feature cache {key[:8]}", enabled=progress)
     workers = default_workers(device) if workers is None else workers
+    device_warps = device.type == "cuda" if device_warps is None else bool(device_warps)
+    warps = [DeviceWarp(partial(draw_matrix, d, size=size, resize_factor=resize), size, device)
+             for d in draws_list] if device_warps else None
     chunks = ordered_chunks(
-        _DrawChunks(reader, rows, todo, batch_size, draws_list, size, resize),
+        _DrawChunks(reader, rows, todo, batch_size, None if device_warps else draws_list, size, resize),
         len(todo),
         workers=workers,
         pin_memory=device.type == "cuda",
     )
     with inference(model), torch.inference_mode():  # eval mode, the caller's mode given back after
-        for chunk, crops in chunks:  # crops: uint8 (n_draws, n, S, S, 3), one decode per face
+        for chunk, crops in chunks:  # uint8 (n_draws, n, S, S, 3), or faces (n, S, S, 3): one read per face
             lo, hi = chunk * batch_size, min(len(frames), (chunk + 1) * batch_size)
             per_task: dict[str, list[torch.Tensor]] = {task: [] for task in HEAD_TASKS}
+            if warps is not None:
+                faces = crops.to(device, non_blocking=True)
             for d in range(len(draws_list)):  # one forward per draw: the single-process batches
-                x = prep.apply(crops[d], device=device, channels_last=use_cl)
+                crop = crops[d] if warps is None else warps[d](faces)
+                x = prep.apply(crop, device=device, channels_last=use_cl)
                 with autocast(device):
                     embeddings = embed(x) if embed is not None else model(x).embeddings
                 if embeddings is None:
@@ -447,6 +469,7 @@ def ensure_gru_features(
     only_existing: bool = False,
     preprocessing_meta: dict | None = None,
     workers: int | None = None,
+    device_warps: bool | None = None,
 ) -> FeatureCache | None:
     """The GRU stages' cache: every frame they read (train and validation, see
     :func:`mtaffect.data.sequences.gru_frames`) under the draws of ``sequences``
@@ -471,4 +494,5 @@ def ensure_gru_features(
         only_existing=only_existing,
         preprocessing_meta=preprocessing_meta,
         workers=workers,
+        device_warps=device_warps,
     )

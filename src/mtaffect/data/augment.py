@@ -19,12 +19,18 @@ prediction see the same pixels. Its factor is the checkpoint's ``Preprocessing.e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
+import torch
 
 from mtaffect.models.preprocessing import EVAL_RESIZE
 
-__all__ = ["resized_side", "crop_matrices", "warp_batch", "augment_batch", "eval_matrix", "eval_batch"]
+__all__ = [
+    "resized_side", "crop_matrices", "warp_batch", "augment_batch", "eval_matrix", "eval_batch",
+    "fixed_point_maps", "warp_tensor", "DeviceWarp",
+]
 
 
 def resized_side(size: int, resize_factor: float = EVAL_RESIZE) -> int:
@@ -108,3 +114,85 @@ def eval_batch(
     images = np.asarray(images)
     matrix = eval_matrix(images.shape[1], size, resize_factor)
     return warp_batch(images, np.broadcast_to(matrix, (len(images), 2, 3)), size, out)
+
+
+# ------------------------------------------------------------------ the same warps as tensor ops
+#
+# ``cv2.warpAffine`` (INTER_LINEAR, BORDER_REPLICATE) samples in fixed point: the source position of
+# output pixel (x, y) is rounded to 1/32 px — X = (round(M00·x·1024) + round((M01·y + M02)·1024) +
+# 16) >> 5, likewise Y —, the four neighbours (clamped to the image: replicated border) are weighted
+# by (32 − fx or fx)·(32 − fy or fy)·32, which sum to 2^15, and the sum is rounded (+2^14) and
+# shifted by 15. Reproducing that arithmetic exactly makes the batched tensor warp below equal
+# ``warp_batch`` bit for bit (tested against OpenCV on CPU), on any torch device: the maps are
+# computed once per matrix on the host (float64, round half to even like cvRound), the device only
+# gathers and adds integers.
+
+_AB_BITS, _INTER_BITS = 10, 5
+_TAB = 1 << _INTER_BITS
+
+
+def fixed_point_maps(
+    matrices: np.ndarray, in_height: int, in_width: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.warpAffine``'s bilinear sampling of inverse maps ``(m, 2, 3)`` onto a ``size`` square:
+    flat source positions ``(m, 4, size²)`` int64 (y·W + x of the four neighbours, border clamped) and
+    their integer weights ``(m, 4, size²)`` int32 (each pixel's four sum to 2^15)."""
+    matrices = np.asarray(matrices, dtype=np.float64).reshape(-1, 2, 3)
+    x = np.arange(size, dtype=np.float64)
+    scale = float(1 << _AB_BITS)
+    round_delta = (1 << _AB_BITS) // _TAB // 2
+    m = matrices[:, None, :, :]  # (m, 1, 2, 3)
+    adelta = np.rint(m[..., 0, 0] * x * scale).astype(np.int64)  # (m, size): per column
+    bdelta = np.rint(m[..., 1, 0] * x * scale).astype(np.int64)
+    x0 = np.rint((m[..., 0, 1] * x + m[..., 0, 2]) * scale).astype(np.int64) + round_delta  # per row
+    y0 = np.rint((m[..., 1, 1] * x + m[..., 1, 2]) * scale).astype(np.int64) + round_delta
+    big_x = (x0[:, :, None] + adelta[:, None, :]) >> (_AB_BITS - _INTER_BITS)  # (m, rows, cols)
+    big_y = (y0[:, :, None] + bdelta[:, None, :]) >> (_AB_BITS - _INTER_BITS)
+    xi, yi = big_x >> _INTER_BITS, big_y >> _INTER_BITS
+    fx, fy = big_x & (_TAB - 1), big_y & (_TAB - 1)
+    xs = (np.clip(xi, 0, in_width - 1), np.clip(xi + 1, 0, in_width - 1))
+    ys = (np.clip(yi, 0, in_height - 1), np.clip(yi + 1, 0, in_height - 1))
+    wx, wy = (_TAB - fx, fx), (_TAB - fy, fy)
+    positions = np.stack([ys[a] * in_width + xs[b] for a in (0, 1) for b in (0, 1)], axis=1)
+    weights = np.stack([wy[a] * wx[b] * _TAB for a in (0, 1) for b in (0, 1)], axis=1)
+    n = len(matrices)
+    return positions.reshape(n, 4, size * size), weights.reshape(n, 4, size * size).astype(np.int32)
+
+
+def warp_tensor(
+    images: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor, size: int
+) -> torch.Tensor:
+    """:func:`warp_batch` as tensor ops on the images' device: uint8 ``(n, H, W, C)`` → uint8
+    ``(n, size, size, C)``, bit-identical to OpenCV's warp. ``positions``/``weights``: from
+    :func:`fixed_point_maps`, one map for every image (leading dim 1) or one per image (n), on the
+    same device."""
+    n, h, w, c = images.shape
+    flat = images.reshape(n, h * w, c)
+    pixels = size * size
+    if positions.shape[0] == 1:
+        picked = flat[:, positions[0].reshape(-1)]  # (n, 4·P, C)
+    else:
+        picked = torch.gather(flat, 1, positions.reshape(n, 4 * pixels, 1).expand(n, 4 * pixels, c))
+    picked = picked.reshape(n, 4, pixels, c).to(torch.int32)
+    total = (picked * weights.reshape(-1, 4, pixels, 1)).sum(dim=1)  # ≤ 255 · 2^15: fits int32
+    return ((total + (1 << 14)) >> 15).clamp_(0, 255).to(torch.uint8).reshape(n, size, size, c)
+
+
+class DeviceWarp:
+    """One transform (a feature-cache draw, the evaluation crop) applied to uint8 batches on a torch
+    device by :func:`warp_tensor`. ``matrix_of(in_size) -> (2, 3)`` gives the inverse map for square
+    inputs of that side; the integer maps are built once per input side."""
+
+    def __init__(self, matrix_of: Callable[[int], np.ndarray], size: int, device: torch.device | str) -> None:
+        self.matrix_of, self.size, self.device = matrix_of, int(size), torch.device(device)
+        self._maps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(n, S, S, C)`` on :attr:`device` → uint8 ``(n, size, size, C)`` there."""
+        side = int(images.shape[1])
+        maps = self._maps.get(side)
+        if maps is None:
+            positions, weights = fixed_point_maps(self.matrix_of(side), side, side, self.size)
+            maps = (torch.from_numpy(positions).to(self.device), torch.from_numpy(weights).to(self.device))
+            self._maps[side] = maps
+        return warp_tensor(images, maps[0], maps[1], self.size)

@@ -81,7 +81,9 @@ class _EvalCrops:
     they fit in memory.
 
     Batches are read ahead in ``workers`` processes (:func:`mtaffect.data.prefetch.ordered_chunks`,
-    pinned when ``pin``), in order: the crops do not depend on ``workers``.
+    pinned when ``pin``), in order: the crops do not depend on ``workers``. With ``warp`` (a
+    :class:`mtaffect.data.augment.DeviceWarp` of the evaluation transform) the batches are the faces
+    as read and the crop is taken on the device (the same pixels, bit for bit).
     """
 
     def __init__(
@@ -94,10 +96,11 @@ class _EvalCrops:
         *,
         workers: int = 0,
         pin: bool = False,
+        warp: Any = None,
     ) -> None:
         self.reader, self.n, self.size = reader, n, size
         self.eval_resize, self.batch_size = eval_resize, batch_size
-        self.workers, self.pin = workers, pin
+        self.workers, self.pin, self.warp = workers, pin, warp
         self.kept: np.ndarray | None = None
         if n * size * size * 3 <= IN_MEMORY_LIMIT:
             self.kept = np.concatenate([np.asarray(b) for b in self._stream(pin=False)]) if n else None
@@ -107,7 +110,10 @@ class _EvalCrops:
 
         lo = i * self.batch_size
         rows = np.arange(lo, min(self.n, lo + self.batch_size))
-        return eval_batch(np.asarray(self.reader.read(rows)), self.size, resize_factor=self.eval_resize)
+        faces = np.asarray(self.reader.read(rows))
+        if self.warp is not None:
+            return faces
+        return eval_batch(faces, self.size, resize_factor=self.eval_resize)
 
     def _stream(self, pin: bool):
         from mtaffect.data.prefetch import ordered_chunks
@@ -130,7 +136,10 @@ def _run_cnn(model: nn.Module, crops: _EvalCrops, preprocessing: Any, device: to
     out = np.zeros((crops.n, NUM_EXPRESSIONS + 2), np.float32)
     with inference(model):
         for lo, batch in crops.batches():
-            x = preprocessing.apply(torch.as_tensor(batch), device=device, channels_last=True)
+            batch = torch.as_tensor(batch)
+            if crops.warp is not None:  # faces as read → evaluation crops, on the device
+                batch = crops.warp(batch.to(device, non_blocking=True))
+            x = preprocessing.apply(batch, device=device, channels_last=True)
             with autocast(device):
                 result = model(x)
             out[lo : lo + len(batch)] = _decode(result, _decoding(model))
@@ -145,16 +154,25 @@ def _eval_crops(
     device: torch.device,
     reader: Any,
     workers: int | None,
+    device_warps: bool | None = None,
 ) -> _EvalCrops:
     """The evaluation crops of ``frames`` in batches, decoded by ``workers`` processes (None: the
     device's default), pinned on CUDA; ``reader`` None reads them with a :class:`FaceReader`. The
-    transform is ``preprocessing``'s: its ``size`` and ``eval_resize``."""
+    transform is ``preprocessing``'s: its ``size`` and ``eval_resize``, applied in the readers or,
+    with ``device_warps`` (None: on CUDA), on the device."""
+    from functools import partial
+
+    from mtaffect.data.augment import DeviceWarp, eval_matrix
     from mtaffect.data.prefetch import default_workers
 
     if reader is None:
         from mtaffect.data.faces import FaceReader
 
         reader = FaceReader(frames, meta, preprocessing.size)
+    size, resize = preprocessing.size, preprocessing.eval_resize
+    on_device = device.type == "cuda" if device_warps is None else device_warps
+    matrix_of = partial(eval_matrix, size=size, resize_factor=resize)
+    warp = DeviceWarp(matrix_of, size, device) if on_device else None
     return _EvalCrops(
         reader,
         len(frames),
@@ -163,6 +181,7 @@ def _eval_crops(
         batch_size,
         workers=default_workers(device) if workers is None else workers,
         pin=device.type == "cuda",
+        warp=warp,
     )
 
 
@@ -176,6 +195,7 @@ def predict_cnn_frames(
     device: str | torch.device = "cpu",
     reader: Any = None,
     workers: int | None = None,
+    device_warps: bool | None = None,
 ) -> np.ndarray:
     """Per-frame predictions of a CNN on ``frames`` (index rows) → (N, 9): 7 probabilities, V, A.
 
@@ -183,11 +203,12 @@ def predict_cnn_frames(
     size, normalisation and the evaluation resize ``eval_resize``).
 
     ``workers``: processes decoding batches ahead of the model (None: 8 at most on CUDA, none on CPU;
-    :func:`mtaffect.data.prefetch.default_workers`); the predictions do not depend on it.
+    :func:`mtaffect.data.prefetch.default_workers`); the predictions do not depend on it, nor on
+    ``device_warps`` (crop on the device, None: on CUDA; bit-identical to OpenCV's warp).
     """
 
     device = resolve_device(device)
-    crops = _eval_crops(frames, meta, preprocessing, batch_size, device, reader, workers)
+    crops = _eval_crops(frames, meta, preprocessing, batch_size, device, reader, workers, device_warps)
     return _run_cnn(model, crops, preprocessing, device)
 
 
@@ -255,6 +276,7 @@ def make_cnn_validator(
     device: str | torch.device = "cpu",
     reader: Any = None,
     workers: int | None = None,
+    device_warps: bool | None = None,
 ) -> Callable[[nn.Module], dict[str, float]]:
     """``validate(model) -> metrics`` for a CNN on ``frames`` (e.g. ``TaskSets.validation``).
 
@@ -264,7 +286,7 @@ def make_cnn_validator(
 
     frames = frames.reset_index(drop=True)
     device = resolve_device(device)
-    crops = _eval_crops(frames, meta, preprocessing, batch_size, device, reader, workers)
+    crops = _eval_crops(frames, meta, preprocessing, batch_size, device, reader, workers, device_warps)
 
     def validate(model: nn.Module) -> dict[str, float]:
         return summary_metrics(with_predictions(frames, _run_cnn(model, crops, preprocessing, device)))

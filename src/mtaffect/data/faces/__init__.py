@@ -24,6 +24,10 @@ concatenated in ``shard-NNNNN.bin`` with a table ``shard-NNNNN.npz`` (key, offse
 status) — or, with ``fmt="raw"``, decoded uint8 arrays in ``shard-NNNNN.u8``. Shards are written
 atomically, table last, so an interrupted build never damages a finished shard and a rerun
 skips them.
+
+A frame store (:mod:`mtaffect.data.faces.store`, :func:`build_frame_stores`) holds the faces of a split
+exactly as :class:`FaceReader` returns them, decoded once into one memory-mapped uint8 array; a reader
+whose index metadata lists one serves its rows from it.
 """
 
 from __future__ import annotations
@@ -47,11 +51,12 @@ from mtaffect.data.faces.crops import (
     resize_face,
 )
 from mtaffect.data.faces.reader import FaceReader, UnreadableFaceError
+from mtaffect.data.faces.store import FrameStore, FrameStoreError, build_frame_store, build_frame_stores
 
 __all__ = [
     "CROP_METHODS", "STATUS", "UnreadableFaceError", "landmark_square", "box_crop", "eye_level_crop",
     "resize_face", "crop_face", "crop_method", "cache_keys", "decode_image", "FaceReader", "CacheStore",
-    "build_face_cache",
+    "build_face_cache", "FrameStore", "FrameStoreError", "build_frame_store", "build_frame_stores",
 ]
 
 

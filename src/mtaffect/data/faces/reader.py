@@ -1,4 +1,4 @@
-"""FaceReader: faces of index rows, from the released crops or the face cache."""
+"""FaceReader: faces of index rows, from the released crops, the face cache or a frame store."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import simplejpeg
 
 from mtaffect.data.faces.cache import STATUS, CacheStore
 from mtaffect.data.faces.crops import cache_keys, decode_image, resize_face, row_methods
+from mtaffect.data.faces.store import FrameStore, store_entries
 from mtaffect.errors import InputFormatError, UserError
 
 
@@ -31,9 +32,16 @@ class FaceReader:
     :func:`build_face_cache` / ``mtaffect cache``). Faces are resized to ``size`` when their stored
     size differs. A face that cannot be produced raises :class:`UnreadableFaceError` naming the
     file; :attr:`valid` tells in advance which rows the cache already knows to be bad.
+
+    Frame stores listed in ``meta["frame_stores"]`` (:func:`build_frame_stores`, ``mtaffect cache
+    --frame-store``) at this ``size`` serve the faces they hold as memory copies: the same pixels,
+    no decoding. Their rows' source files are checked (size, mtime) here: a changed, unfinished or
+    missing store is refused with :class:`~mtaffect.data.faces.store.FrameStoreError` naming its file.
+    ``frame_stores=False`` ignores them (what a store build itself reads with).
     """
 
-    def __init__(self, index: pd.DataFrame, meta: Mapping[str, Any], size: int = 112) -> None:
+    def __init__(self, index: pd.DataFrame, meta: Mapping[str, Any], size: int = 112, *,
+                 frame_stores: bool = True) -> None:
         self.size = int(size)
         self.n = len(index)
         roots = {k: Path(v) for k, v in (meta.get("roots") or {}).items()}
@@ -65,10 +73,44 @@ class FaceReader:
             bad = status != 0
             self.valid[cached[bad]] = False
             self.reason[cached[bad]] = [("not_in_cache" if s < 0 else STATUS[s]) for s in status[bad]]
+        self.stores: list[FrameStore] = []
+        self.store_of = np.full(self.n, -1, dtype=np.int16)  # which store serves a row (-1: none)
+        self.store_pos = np.full(self.n, -1, dtype=np.int64)
+        if frame_stores:
+            self._open_stores(index, meta)
+
+    def _open_stores(self, index: pd.DataFrame, meta: Mapping[str, Any]) -> None:
+        entries = [e for e in store_entries(meta) if int(e.get("size", -1)) == self.size]
+        if not entries:
+            return
+        keys = cache_keys(index)
+        for entry in entries:
+            store = FrameStore(entry["path"])
+            todo = np.flatnonzero(self.store_of < 0)
+            pos = store.lookup(keys[todo])
+            found = pos >= 0
+            if not found.any():
+                continue
+            store.check(pos[found])  # the rows this reader will serve from the store, not all of it
+            self.store_of[todo[found]] = len(self.stores)
+            self.store_pos[todo[found]] = pos[found]
+            self.stores.append(store)
 
     def path(self, row: int) -> str:
         """The source image file of index position ``row``."""
         return f"{self._roots[self._db[row]]}/{self._images[row]}"
+
+    def sources(self, rows: np.ndarray) -> np.ndarray:
+        """The file each row's face is read from (an image, or a face-cache shard), object array."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty(len(rows), dtype=object)
+        for k, row in enumerate(rows):
+            if self.direct[row] or self.store is None or self.entry[row] < 0:
+                out[k] = self.path(int(row))
+            else:
+                shard = self.store.shards[self.store.shard[self.entry[row]]]
+                out[k] = str(self.store.path / f"{shard}.{'u8' if self.store.fmt == 'raw' else 'bin'}")
+        return out
 
     def read(self, rows: np.ndarray | list[int]) -> np.ndarray:
         """Faces of index positions ``rows``: uint8 (len(rows), size, size, 3) RGB, in order."""
@@ -78,6 +120,30 @@ class FaceReader:
             message = f"{self.reason[bad[0]]} ({len(bad)} of the requested rows)"
             raise UnreadableFaceError(self.path(bad[0]), message, bad)
         out = np.empty((len(rows), self.size, self.size, 3), dtype=np.uint8)
+        if self.stores:
+            which = self.store_of[rows]
+            for s, store in enumerate(self.stores):
+                sel = np.flatnonzero(which == s)
+                if len(sel) == 0:
+                    continue
+                pos = self.store_pos[rows[sel]]
+                for k in np.flatnonzero(np.isin(pos, list(store.bad))) if store.bad else ():
+                    path, reason = store.bad[int(pos[k])]
+                    raise UnreadableFaceError(path, reason, [int(rows[sel[k]])])
+                if len(sel) == len(rows):  # the usual case: one store serves the whole batch
+                    return store.read(pos, out=out)
+                out[sel] = store.read(pos)
+            rest = np.flatnonzero(which < 0)
+            if len(rest) < len(rows):
+                if len(rest):
+                    out[rest] = self._read_sources(rows[rest])
+                return out
+        return self._read_sources(rows, out)
+
+    def _read_sources(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Faces of ``rows`` decoded from their files or the face cache (no frame store)."""
+        if out is None:
+            out = np.empty((len(rows), self.size, self.size, 3), dtype=np.uint8)
         cached = ~self.direct[rows]
         if cached.all() and self.store is not None:
             return self.store.read(self.entry[rows], self.size, out=out)
