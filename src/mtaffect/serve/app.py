@@ -299,7 +299,7 @@ def create_app(
     async def sweep_uploads() -> None:
         # a long-running server removes unused uploads too, not only at start-up
         while True:
-            await asyncio.sleep(min(300.0, max(1.0, upload_ttl_s / 4)))
+            await asyncio.sleep(min(300.0, max(0.05, upload_ttl_s / 4)))
             await run_in_threadpool(pending.sweep)
 
     @contextlib.asynccontextmanager

@@ -1,0 +1,224 @@
+"""Cross-site writes, pending uploads and the loopback token (issue 19, item 1), through the API.
+
+The browser side (a page on a second local origin trying the same requests in Chromium) is in
+tests/test_serve_browser.py, beside the server it reuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx2")
+
+from starlette.applications import Starlette  # noqa: E402
+from starlette.routing import WebSocketRoute  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+from starlette.websockets import WebSocket, WebSocketDisconnect  # noqa: E402
+
+from mtaffect.cli import main  # noqa: E402
+from mtaffect.serve.app import create_app  # noqa: E402
+from mtaffect.serve.guard import Guard, check_origin  # noqa: E402
+from mtaffect.serve.synthetic import write_synthetic_result  # noqa: E402
+
+OWN = "http://127.0.0.1:8765"
+EVIL = {"origin": "http://evil.example", "content-type": "text/plain"}
+PAGE = {"origin": OWN, "sec-fetch-site": "same-origin", "x-mtaffect-page": "1"}
+
+
+@pytest.fixture(scope="module")
+def jpeg() -> bytes:
+    """A small photo that decodes (the upload check decodes every file)."""
+    ok, data = cv2.imencode(".jpg", np.full((32, 32, 3), 128, np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+def _client(root: Path, **kw) -> TestClient:
+    # a checkpoint name is all a job needs to be queued; with no worker it never loads
+    cks = {"tiny.safetensors": root.parent / "tiny.safetensors"}
+    return TestClient(create_app(root, checkpoints=cks, workers=0, **kw), base_url=OWN)
+
+
+def _waiting(root: Path) -> list[str]:
+    folder = root / ".uploads"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ({}, None),  # curl, Python: no browser sent it
+        ({"origin": OWN}, None),
+        ({"origin": OWN + "/", "sec-fetch-site": "same-origin"}, None),
+        ({"origin": "HTTP://127.0.0.1:8765"}, None),  # origins compare case-insensitively
+        ({"sec-fetch-site": "none"}, None),  # the user's own navigation
+        ({"origin": "http://evil.example"}, "Origin http://evil.example is not this server's"),
+        ({"origin": "http://127.0.0.1:9999"}, "is not this server's"),  # another local port
+        ({"origin": "https://127.0.0.1:8765"}, "is not this server's"),
+        ({"origin": "null"}, "Origin: null"),
+        ({"sec-fetch-site": "cross-site"}, "Sec-Fetch-Site: cross-site"),
+        ({"origin": OWN, "sec-fetch-site": "same-site"}, "Sec-Fetch-Site: same-site"),
+        ({"sec-fetch-site": "surprise"}, "Sec-Fetch-Site: surprise"),
+    ],
+)
+def test_check_origin(headers: dict, refused: str | None) -> None:
+    reason = check_origin(headers, {OWN})
+    assert reason is None if refused is None else refused in reason, reason
+
+
+def test_the_issues_cross_site_requests_are_refused(tmp_path, jpeg) -> None:
+    root = tmp_path / "results"
+    write_synthetic_result(root / "run", seconds=1)
+    with _client(root) as c:
+        for extra in ({}, {"origin": "null"}, {"origin": None, "sec-fetch-site": "cross-site"},
+                      {"origin": "http://127.0.0.1:9999", "sec-fetch-site": "same-site"}):
+            headers = {k: v for k, v in {**EVIL, **extra}.items() if v is not None}
+            r = c.post("/api/uploads?name=x.jpg", content=jpeg, headers=headers)
+            assert r.status_code == 403 and "cross-site request refused" in r.json()["error"], headers
+            assert "\n" not in r.json()["error"]
+        assert _waiting(root) == []  # nothing written, nothing decoded
+        # a program (no Origin, no Sec-Fetch-Site) still uploads; a foreign page cannot start its job
+        up = c.post("/api/uploads?name=x.jpg", content=jpeg).json()["upload"]
+        body = json.dumps({"uploads": [up]})  # sent as text/plain: a "simple" request, no preflight
+        r = c.post("/api/jobs", content=body, headers=EVIL)
+        assert r.status_code == 403 and "evil.example" in r.json()["error"]
+        assert c.get("/api/jobs").json()["jobs"] == [] and _waiting(root) == [up]
+        # the other writes: refused before the route (not 404 / 405)
+        assert c.post("/api/jobs/nope/cancel", headers=EVIL).status_code == 403
+        assert c.request("DELETE", "/api/runs?run=run", headers=EVIL).status_code == 403
+        assert c.put("/api/jobs", content=body, headers=EVIL).status_code == 403
+        assert (root / "run" / "report.json").is_file()
+        # the page's own write needs its header too; with it, it works
+        r = c.post("/api/jobs", content=body, headers={**PAGE, "content-type": "text/plain"})
+        assert r.status_code == 200, r.text
+        # reads stay open (the browser keeps their answers from foreign pages), and no CORS grant:
+        # a preflight for the page's header gets no Access-Control-Allow-* header
+        r = c.get("/api/jobs", headers=EVIL)
+        assert r.status_code == 200 and len(r.json()["jobs"]) == 1
+        asks = {"origin": "http://evil.example", "access-control-request-method": "POST",
+                "access-control-request-headers": "x-mtaffect-page"}
+        pre = c.options("/api/jobs", headers=asks)
+        assert not [h for h in pre.headers if h.lower().startswith("access-control-allow")]
+        assert not [h for h in r.headers if h.lower().startswith("access-control-allow")]
+
+
+def test_the_page_header_and_the_allowed_origins(tmp_path, jpeg) -> None:
+    root = tmp_path / "results"
+    with _client(root) as c:
+        no_page = {"origin": OWN, "sec-fetch-site": "same-origin"}
+        r = c.post("/api/uploads?name=x.jpg", content=jpeg, headers=no_page)
+        assert r.status_code == 403 and "X-Mtaffect-Page" in r.json()["error"]
+        assert c.post("/api/uploads?name=x.jpg", content=jpeg, headers=PAGE).status_code == 200
+        # the origin is the one the browser addressed: localhost, or a forwarded port (ssh -L)
+        for host in ("localhost:8765", "127.0.0.1:9000", "[::1]:8765"):
+            headers = {**PAGE, "host": host, "origin": f"http://{host}"}
+            assert c.post("/api/uploads?name=x.jpg", content=jpeg, headers=headers).status_code == 200, host
+            crossed = {**headers, "origin": OWN if host != "127.0.0.1:8765" else "http://localhost:8765"}
+            assert c.post("/api/uploads?name=x.jpg", content=jpeg, headers=crossed).status_code == 403, host
+        assert len(_waiting(root)) == 4
+
+
+def test_a_refusal_reads_no_body() -> None:
+    reached: list[str] = []
+
+    async def app(scope, receive, send) -> None:  # noqa: ANN001
+        reached.append("app")
+
+    async def receive() -> dict:
+        reached.append("receive")
+        raise AssertionError("the body was read")
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/uploads", "query_string": b"name=x.jpg",
+             "scheme": "http", "headers": [(b"host", b"127.0.0.1:8765"), (b"origin", b"http://evil.example"),
+                                           (b"content-length", b"999999999")]}
+    asyncio.run(Guard(app, token=None, loopback=True)(scope, receive, send))
+    assert reached == [] and sent[0]["status"] == 403
+
+
+def test_a_websocket_handshake_meets_the_same_check() -> None:
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text(await ws.receive_text())
+        await ws.close()
+
+    url = "ws://127.0.0.1:8765/ws"
+    app = Guard(Starlette(routes=[WebSocketRoute("/ws", echo)]), token=None, loopback=True)
+    with TestClient(app, base_url=OWN) as c:
+        with c.websocket_connect(url, headers={"origin": OWN}) as ws:  # the page's own
+            ws.send_text("hi")
+            assert ws.receive_text() == "hi"
+        for bad in ({"origin": "http://evil.example"}, {"origin": "null"}, {"sec-fetch-site": "cross-site"}):
+            with pytest.raises(WebSocketDisconnect) as err, c.websocket_connect(url, headers=bad):
+                pass
+            assert err.value.code == 1008 and "cross-site" in err.value.reason
+
+
+def test_pending_uploads_are_capped_in_number_and_bytes(tmp_path, jpeg) -> None:
+    root = tmp_path / "results"
+    with _client(root, max_pending=2, max_pending_mb=4 * len(jpeg) / 2**20) as c:
+        ids = [c.post("/api/uploads?name=x.jpg", content=jpeg).json()["upload"] for _ in range(2)]
+        r = c.post("/api/uploads?name=third.jpg", content=jpeg)
+        assert r.status_code == 429 and r.json()["error"].startswith("third.jpg: 2 uploads already wait")
+        assert _waiting(root) == sorted(ids)
+        c.post("/api/jobs", json={"uploads": [ids[0]]}).raise_for_status()  # a started upload frees its place
+        # bytes: refused before the body when the announced size does not fit...
+        r = c.post("/api/uploads?name=big.jpg", content=jpeg * 4)  # 1 + 4 photos > 4
+        assert r.status_code == 429 and "over the cap" in r.json()["error"]
+        # ...and cut while streaming when no size is announced
+        r = c.post("/api/uploads?name=big.jpg", content=iter([jpeg] * 4))
+        assert "content-length" not in r.request.headers and r.status_code == 429
+        assert r.json()["error"].startswith("big.jpg: uploads waiting")
+        assert _waiting(root) == [ids[1]]
+        assert c.post("/api/uploads?name=y.jpg", content=jpeg).status_code == 200
+
+
+def test_unused_uploads_expire_while_running_and_at_start_up(tmp_path, jpeg) -> None:
+    root = tmp_path / "results"
+    (root / ".uploads" / "abc123.part").mkdir(parents=True)  # a server killed mid-upload
+    (root / ".uploads" / "abc123.part" / "x.mp4").write_bytes(b"half")
+    for name, age in (("old1", 7200), ("new1", 0)):
+        (root / ".uploads" / name).mkdir()
+        (root / ".uploads" / name / "x.jpg").write_bytes(jpeg)
+        os.utime(root / ".uploads" / name, (time.time() - age,) * 2)
+    with _client(root, max_pending=2) as c:
+        assert _waiting(root) == ["new1"]  # the half-written and the stale one went at start-up
+        assert c.post("/api/uploads?name=x.jpg", content=jpeg).status_code == 200
+        assert c.post("/api/uploads?name=x.jpg", content=jpeg).status_code == 429  # new1 counts
+    with _client(root, upload_ttl_s=0.2) as c:  # a running server sweeps on its own
+        end = time.monotonic() + 5
+        while _waiting(root) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert _waiting(root) == []
+        r = c.post("/api/jobs", json={"uploads": ["new1"]})
+        assert r.status_code == 404 and "upload the file again" in r.json()["error"]
+
+
+def test_token_on_loopback_with_the_flag(tmp_path, monkeypatch, capsys) -> None:
+    import mtaffect.serve.server as server
+
+    write_synthetic_result(tmp_path / "out", seconds=1)
+    apps = []
+    monkeypatch.setattr(server, "serve", lambda app, sock: apps.append(app))
+    assert main(["view", str(tmp_path / "out"), "--port", "0", "--token"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("mtaffect view: "))
+    assert line.startswith("mtaffect view: http://127.0.0.1:") and "?token=" in line
+    token = line.rsplit("?token=", 1)[1]
+    with TestClient(apps[0], base_url=OWN) as c:
+        assert c.get("/api/results").status_code == 401  # another user of the machine, without it
+        assert c.get(f"/api/results?token={token}").status_code == 200
+    assert main(["view", str(tmp_path / "out"), "--port", "0"]) == 0
+    assert "?token=" not in capsys.readouterr().out
