@@ -1,4 +1,5 @@
-"""``mtaffect cache``: build the aligned face cache for the databases of a frame index."""
+"""``mtaffect cache``: build the aligned face cache for the databases of a frame index, and optionally
+the frame stores (every face of a split decoded once, memory-mapped)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 EXAMPLES = """examples:
   mtaffect cache --index index.parquet --out cache/
   mtaffect cache --index index.parquet --out cache/ --size 64 --workers 4 --format raw
+  mtaffect cache --index index.parquet --out cache/ --frame-store store/   # + decode-once stores
 
 The cache's location is written back into the index's metadata (unless --no-update-index), so
 training finds the faces from the index alone. Rerunning the same command resumes an interrupted
-build: finished shards are kept.
+build: finished shards are kept, and so are the finished chunks of a frame store whose source files
+did not change (changed ones are rebuilt).
 """
 
 
@@ -28,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=2048, help="faces per shard (default 2048)")
     parser.add_argument("--overwrite", action="store_true",
                         help="rebuild a cache that DIR holds with other settings (another --quality)")
+    parser.add_argument("--frame-store", type=Path, default=None, metavar="DIR",
+                        help="also decode every face of --store-splits once into DIR/<split>-<size>/ "
+                        "(uint8, memory-mapped; about size*size*3 bytes per face): the feature cache, "
+                        "evaluation and training then read faces without decoding")
+    parser.add_argument("--store-splits", nargs="+", default=["train", "validation"], metavar="SPLIT",
+                        help="splits given a frame store (default: train validation)")
     parser.add_argument("--no-update-index", action="store_true",
                         help="leave the index file alone (the metadata is in DIR/<fmt><size>/cache.json)")
 
@@ -45,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     index, meta = read_index(args.index)
     # outputs first: a read-only cache folder or index fails now, not after the crops are built
     check_writable(args.out / f"{args.fmt}{args.size}" / "cache.json")
+    if args.frame_store is not None:
+        check_writable(args.frame_store / f"{args.store_splits[0]}-{args.size}" / "store.json")
     if not args.no_update_index:
         check_writable(args.index)
     start = time.perf_counter()
@@ -64,6 +75,18 @@ def run(args: argparse.Namespace) -> int:
     direct = int((index["database"] == "affwild2").sum())
     if direct:
         print(f"  affwild2   {direct} rows read from cropped_aligned as released (not cached)")
+    if args.frame_store is not None:
+        from mtaffect.data.faces import build_frame_stores
+
+        start = time.perf_counter()
+        meta = build_frame_stores(index, meta, args.frame_store, splits=args.store_splits, size=args.size,
+                                  workers=args.workers)
+        for entry in meta["frame_stores"]:
+            if entry["size"] == args.size and entry["split"] in args.store_splits:
+                gib = entry["n"] * args.size * args.size * 3 / 2**30
+                print(f"frame store {entry['path']}: {entry['n']} faces ({gib:.2f} GiB), "
+                      f"{entry['unreadable']} unreadable (reported when read)")
+        print(f"frame stores built in {time.perf_counter() - start:.1f} s")
     if not args.no_update_index:
         write_index(index, meta, args.index)
         print(f"index metadata updated: {args.index}")
