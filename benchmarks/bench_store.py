@@ -1,0 +1,154 @@
+"""Benchmark (issue 20, item 1): GRU feature cache and evaluation frames/s, today's path vs the frame store.
+
+* ``today``: faces decoded from their JPEG files (:class:`mtaffect.data.faces.FaceReader`) in the
+  device's default decode workers, the draws / the evaluation crop warped by OpenCV in those workers.
+* ``new``: the same faces read from a frame store (:func:`mtaffect.data.faces.build_frame_store`,
+  built once before the timing, its build rate printed), warped on the device (exact tensor warp) on
+  CUDA, by OpenCV on the CPU (the defaults of ``ensure_feature_cache`` / ``predict_cnn_frames``).
+
+Both run the project's own functions on the same synthetic 112² JPEG faces and the same randomly
+initialised CNN (ResNet-50, FER+ caffe layout; ``--tiny``: resnet_tiny at 48 px, few frames), on the
+same device, repetitions interleaved (today, new, today, new, ...); the value is the median.
+Evaluation streams its batches (as ``mtaffect evaluate`` on a split too large to keep in memory).
+
+    python -m benchmarks.bench_store --device cuda --json $OUT/store.json
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_store --tiny --device cpu --json store.json
+
+The JSON file is a list of ``{"measure": "gru_cache_fps" | "evaluate_fps", "path": "today" | "new",
+"value": frames/s, "unit": "frames/s", "device": str, "settings": str}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bench_loading import write_jpegs  # noqa: E402
+from benchmarks.bench_train_loop import index_of  # noqa: E402
+
+MEAN = [131.0912, 103.8827, 91.4953]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _model(backbone: str, seed: int, device: torch.device) -> torch.nn.Module:
+    from mtaffect.models.cnn import CNNConfig, MultitaskCNN
+
+    torch.manual_seed(seed)
+    return MultitaskCNN(CNNConfig(backbone=backbone)).to(device).eval()
+
+
+def cache_fps(model, index, meta, args, device, folder: Path) -> float:
+    """Frames/s of one fresh feature cache (9 draws) of ``index`` into ``folder``."""
+    from mtaffect.features import ensure_feature_cache
+
+    _sync(device)
+    start = time.perf_counter()
+    prep = {"size": args.size, "mean": MEAN, "std": [1.0] * 3}
+    ensure_feature_cache(model, index, meta, folder, size=args.size, batch_size=args.chunk, device=device,
+                         progress=False, preprocessing_meta=prep)
+    _sync(device)
+    return len(index) / (time.perf_counter() - start)
+
+
+def evaluate_fps(model, index, meta, args, device) -> float:
+    """Frames/s of :func:`predict_cnn_frames` on ``index``, streamed."""
+    import mtaffect.evaluate.frames as frames
+    from mtaffect.models.preprocessing import Preprocessing
+
+    limit, frames.IN_MEMORY_LIMIT = frames.IN_MEMORY_LIMIT, 0
+    try:
+        _sync(device)
+        start = time.perf_counter()
+        prep = Preprocessing(size=args.size, mean=tuple(MEAN))
+        frames.predict_cnn_frames(model, index, meta, preprocessing=prep, batch_size=args.chunk,
+                                  device=device)
+        _sync(device)
+        return len(index) / (time.perf_counter() - start)
+    finally:
+        frames.IN_MEMORY_LIMIT = limit
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda", help="cuda (default) | cpu")
+    parser.add_argument("--tiny", action="store_true", help="tiny network, 48 px, few frames (a CPU dry run)")
+    parser.add_argument("--frames", type=int, default=None, help="distinct frames (default 8192; tiny 96)")
+    parser.add_argument("--backbone", default="resnet50_caffe")
+    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--chunk", type=int, default=256, help="feature-cache chunk / evaluation batch")
+    parser.add_argument("--reps", type=int, default=1, help="interleaved repetitions per path (median)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write the figures here")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.backbone, args.size, args.chunk = "resnet_tiny", 48, 32
+    frames = args.frames or (96 if args.tiny else 8192)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("CUDA is not available here: nothing measured (use --device cpu for a dry run)")
+        return 0
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    from mtaffect.data.faces import build_frame_store
+    from mtaffect.data.prefetch import default_workers
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    results: list[dict[str, Any]] = []
+    values: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "faces").mkdir()
+        names = write_jpegs(root / "faces", frames)
+        index = index_of(names)
+        meta = {"roots": {"affwild2": str(root / "faces")}}
+        start = time.perf_counter()
+        store = build_frame_store(index, meta, root / "store", size=args.size, progress=False,
+                                  workers=default_workers(device))
+        build = frames / (time.perf_counter() - start)
+        print(f"frame store: {store.n} faces of {args.size} px built at {build:.0f} faces/s (untimed below)")
+        stored = dict(meta, frame_stores=[{"path": str(store.path), "split": "train", "size": args.size}])
+        model = _model(args.backbone, 2, device)
+        warm = index.iloc[: args.chunk]  # cuDNN autotuning and worker start-up out of the timed runs
+        cache_fps(model, warm, stored, args, device, root / "warm")
+        evaluate_fps(model, warm, stored, args, device)
+        for rep in range(args.reps):
+            for path, m in (("today", meta), ("new", stored)):
+                fps = cache_fps(model, index, m, args, device, root / f"cache-{path}-{rep}")
+                values.setdefault(("gru_cache_fps", path), []).append(fps)
+                evaluated = evaluate_fps(model, index, m, args, device)
+                values.setdefault(("evaluate_fps", path), []).append(evaluated)
+                print(f"rep {rep} {path}: cache {fps:.1f}, evaluate {evaluated:.1f} frames/s", flush=True)
+    workers = default_workers(device)
+    warps = "device (exact tensor warp)" if device.type == "cuda" else "OpenCV, in the readers"
+    how = {"today": f"JPEG decode in {workers} workers, OpenCV warps in the readers",
+           "new": f"frame store read in {workers} workers, warps: {warps}"}
+    for (measure, path), v in values.items():
+        settings = (f"{args.backbone}@{args.size}, {frames} frames, chunk {args.chunk}, "
+                    + ("9 draws, " if measure == "gru_cache_fps" else "")
+                    + f"{how[path]}, median of {len(v)} interleaved reps")
+        results.append({"measure": measure, "path": path, "value": round(statistics.median(v), 1),
+                        "unit": "frames/s", "device": name, "settings": settings})
+    for r in results:
+        print(f"{r['measure']:<14} {r['path']:<6} {r['value']:>10.1f} {r['unit']}  "
+              f"({r['device']}; {r['settings']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
