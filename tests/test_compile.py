@@ -10,12 +10,20 @@ backend on CPU (C++ code generation) takes minutes for these graphs and stays ou
 from __future__ import annotations
 
 import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pandas as pd
 import pytest
 import torch
 
+from mtaffect.errors import UserError
 from mtaffect.losses import LossConfig
 from mtaffect.testing import approx32, assert_close32, tiny_cnn
 from mtaffect.train import compiled, loop
@@ -24,6 +32,19 @@ from mtaffect.train.tasks import DistillationTask, SupervisedTask
 from support import FRAME_PREPARER, make_data
 
 pytest.importorskip("torch._dynamo")
+
+
+@pytest.fixture(autouse=True)
+def _own_compile_cache(tmp_path, monkeypatch):
+    """compile_step points torch's caches at a folder, process-wide: a test's own, restored after."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setenv(compiled.COMPILE_CACHE_ENV, str(tmp_path / "compile-cache"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    switches = inductor_config.fx_graph_cache, functorch_config.enable_autograd_cache
+    yield
+    inductor_config.fx_graph_cache, functorch_config.enable_autograd_cache = switches
 
 
 def _use_backend(monkeypatch, backend: str) -> None:
@@ -72,12 +93,18 @@ def _student():
 @pytest.mark.parametrize(
     ("factory", "backend"), [(_teacher, "aot_eager"), (_student, "eager")], ids=["teacher", "student"]
 )
-def test_compiled_step_trains_like_eager(tmp_path, monkeypatch, factory, backend):
+def test_compiled_step_trains_like_eager(tmp_path, monkeypatch, capsys, factory, backend):
     _use_backend(monkeypatch, backend)
     eager_w, eager_m = _train(tmp_path / "eager", factory, "off")
+    assert "compiling" not in capsys.readouterr().err
     with warnings.catch_warnings():
         warnings.simplefilter("error", compiled.CompileFallbackWarning)  # a fallback would hide compile
         comp_w, comp_m = _train(tmp_path / "compiled", factory, "default")
+    # the start-up lines, once per run (rank 0): what is compiled where, then how long it took
+    err = capsys.readouterr().err
+    cache = tmp_path / "compile-cache"
+    assert err.count(f"compiling the train step (mode=default, cache={cache})…") == 1, err
+    assert len(re.findall(r"train: compiled in \d+\.\d s \(not cached\)", err)) == 1, err  # no inductor
     losses = [c for c in eager_m.columns if c.startswith("train_")]
     assert len(losses) >= 3
     for column in losses:
@@ -194,3 +221,122 @@ def test_a_failure_in_the_compiled_backward_falls_back_to_eager(tmp_path, monkey
     for name, value in eager_w.items():
         if value.is_floating_point() and "running_" not in name:
             assert_close32(fell_w[name], value, msg=name)
+
+
+class _Toy(torch.nn.Module):
+    """A step with a forward and a backward graph, small enough for inductor's C++ backend."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = torch.nn.Linear(8, 3, bias=False)
+
+    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": self.model(batch).square().mean()}
+
+
+def _first_step(step, batch):
+    losses = step(batch)
+    return step.first_backward(batch, losses, lambda loss: loss.backward(), torch.enable_grad)
+
+
+def test_the_start_up_lines_say_what_is_compiled_and_how_long_it_took(tmp_path):
+    lines: list[str] = []
+    step = compiled.compile_step(_Toy(), "default", "cpu", backend="eager", name="toy", log=lines.append)
+    _first_step(step, torch.randn(4, 8))
+    step(torch.randn(4, 8))  # later steps say nothing
+    assert len(lines) == 2, lines
+    assert lines[0] == f"compiling the toy step (mode=default, cache={tmp_path / 'compile-cache'})…"
+    assert re.fullmatch(r"toy: compiled in \d+\.\d s \(not cached\)", lines[1]), lines[1]
+    assert step.startup.seconds > 0 and not step.startup.failed
+    assert oct((tmp_path / "compile-cache").stat().st_mode & 0o777) == oct(0o700)  # private: pickles
+
+
+def test_a_failed_compile_says_so_in_its_closing_line(tmp_path, monkeypatch):
+    def broken(module, **options):
+        def fail(batch):
+            raise RuntimeError("no compiler")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    lines: list[str] = []
+    step = compiled.compile_step(_Toy(), "default", "cpu", name="toy", cache="off", log=lines.append)
+    with pytest.warns(compiled.CompileFallbackWarning):
+        _first_step(step, torch.randn(4, 8))
+    assert lines[0] == "compiling the toy step (mode=default, cache=off)…"
+    assert re.fullmatch(r"toy: torch.compile failed after \d+\.\d s; the step runs eagerly", lines[1])
+    assert step.startup.state == "cache off"
+
+
+def test_the_compile_cache_folder_is_chosen_and_checked(tmp_path, monkeypatch):
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.delenv(compiled.COMPILE_CACHE_ENV)
+    monkeypatch.setenv("MTAFFECT_CACHE", str(tmp_path / "mt"))
+    assert compiled.compile_cache_dir() == tmp_path / "mt" / "compile"  # the default: $MTAFFECT_CACHE
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torch-own"))
+    assert compiled.compile_cache_dir() == tmp_path / "torch-own"  # the user's own torch setting
+    monkeypatch.setenv(compiled.COMPILE_CACHE_ENV, str(tmp_path / "env"))
+    assert compiled.compile_cache_dir() == tmp_path / "env"
+    assert compiled.compile_cache_dir(tmp_path / "given") == tmp_path / "given"  # FitOptions.compile_cache
+    assert compiled.use_compile_cache(tmp_path / "given") == tmp_path / "given"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "given")
+    assert inductor_config.fx_graph_cache and functorch_config.enable_autograd_cache
+    assert compiled.use_compile_cache("off") is None
+    assert not inductor_config.fx_graph_cache and not functorch_config.enable_autograd_cache
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    if hasattr(os, "getuid"):
+        with pytest.raises(UserError, match=r"compile cache .*shared.*writable by anyone"):
+            compiled.use_compile_cache(shared)
+
+
+# the child: one compiled step (inductor, C++ on CPU) with the cache of MTAFFECT_COMPILE_CACHE
+_REUSE_CHILD = textwrap.dedent(
+    """
+    import json, torch
+    from mtaffect.train import compiled
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    class Toy(torch.nn.Module):  # as _Toy: importing this test module would cost seconds per run
+        def __init__(self):
+            super().__init__()
+            self.model = torch.nn.Linear(8, 3, bias=False)
+        def forward(self, batch):
+            return {"loss": self.model(batch).square().mean()}
+    step = compiled.compile_step(Toy(), "default", "cpu", name="toy", log=print)
+    batch = torch.randn(4, 8)
+    step.first_backward(batch, step(batch), lambda loss: loss.backward(), torch.enable_grad)
+    s = step.startup
+    print(json.dumps({"seconds": s.seconds, "loaded": s.loaded, "compiled": s.compiled, "failed": s.failed}))
+    """
+)
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")),
+    reason="inductor's CPU backend needs a C++ compiler",
+)
+def test_a_second_run_loads_the_compiled_step_from_the_cache(tmp_path):
+    # two processes (no in-memory cache between them), one cache folder: the first compiles the
+    # forward and backward graphs and stores them, the second loads both and compiles nothing
+    env = dict(os.environ, TORCHINDUCTOR_COMPILE_THREADS="1", OMP_NUM_THREADS="1")
+    env[compiled.COMPILE_CACHE_ENV] = str(tmp_path / "cache")
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", _REUSE_CHILD], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        lines = out.stdout.strip().splitlines()
+        runs.append((lines, json.loads(lines[-1])))
+    (cold_lines, cold), (warm_lines, warm) = runs
+    assert not cold["failed"] and not warm["failed"]
+    assert cold["compiled"] >= 2 and cold["loaded"] == 0, cold  # forward + backward graphs
+    assert warm["compiled"] == 0 and warm["loaded"] == cold["compiled"], warm
+    assert re.search(r"toy: compiled in \d+\.\d s \(cache miss\)", "\n".join(cold_lines)), cold_lines
+    assert re.search(r"toy: compiled in \d+\.\d s \(cache hit\)", "\n".join(warm_lines)), warm_lines
+    assert warm["seconds"] < cold["seconds"], (cold, warm)  # no C++ compilation the second time
+    print(f"first step: {cold['seconds']:.2f} s cold, {warm['seconds']:.2f} s warm")

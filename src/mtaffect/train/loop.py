@@ -25,6 +25,7 @@ writes the files, and broadcasts the validation metrics so that every rank stops
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -68,7 +69,10 @@ class FitOptions:
         (``<= 0`` never stops early).
     device, amp_dtype: where the step runs, and the autocast dtype (bf16/fp16) or None; fp16 also
         uses a GradScaler. compile: ``off | default | reduce-overhead``, the step through
-        ``torch.compile`` with an eager fallback (:mod:`mtaffect.train.compiled`).
+        ``torch.compile`` with an eager fallback (:mod:`mtaffect.train.compiled`); compile_cache:
+        torch's on-disk compile cache folder, ``off``, or None = ``$MTAFFECT_COMPILE_CACHE`` /
+        ``~/.cache/mtaffect/compile`` (:func:`~mtaffect.train.compiled.use_compile_cache`). Rank 0
+        prints what it compiles and how long the first step took to stderr.
     resume: continue from ``run_dir/last_state.pt`` if it exists (exactly: same weights as an
         uninterrupted run with the same seed on CPU), mid-epoch if the state was written there.
     save_every_steps: also write the resume state after every this many steps of an epoch (0: only
@@ -83,6 +87,7 @@ class FitOptions:
     device: torch.device | str = "cpu"
     amp_dtype: torch.dtype | None = None
     compile: str = "off"
+    compile_cache: str | None = None
     resume: bool = False
     save_every_steps: int = 0
     progress: bool = True
@@ -136,6 +141,13 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+def _log_line(line: str) -> None:
+    """A line on stderr that leaves the progress bar intact (the compile start-up lines)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def train_one_epoch(
@@ -277,7 +289,10 @@ def fit(
     dist = dist or DistContext(device=device)
     model = task.model
     # the module each step calls: compiled lazily, once, at the first step
-    step_fn = compile_step(distributed.wrap(task, dist), options.compile, device)
+    step_fn = compile_step(
+        distributed.wrap(task, dist), options.compile, device,
+        name=options.desc, cache=options.compile_cache, log=_log_line if dist.is_main else None,
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=options.amp_dtype == torch.float16)
     state_path = run_dir / STATE_FILE
     state = _start_state(state_path, options, dist, model, optimizer, scaler)
