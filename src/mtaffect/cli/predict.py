@@ -70,6 +70,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
     parser.add_argument(
+        "--no-overlap",
+        action="store_true",
+        help="track faces in the model's thread instead of beside it (same rows, slower)",
+    )
+    parser.add_argument(
+        "--detect-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="scheduled full detections computed together ahead (default 4 when the detector runs on "
+        "an accelerator, 1 on the CPU)",
+    )
+    parser.add_argument(
         "--template",
         default=None,
         choices=("affwild2", "arcface"),
@@ -123,6 +136,8 @@ def _run(args: argparse.Namespace, device: str, ranks) -> int:
         crop_scale=args.crop_scale,
         smooth=args.smooth,
         max_faces=args.max_faces,
+        overlap=not args.no_overlap,
+        detect_batch=args.detect_batch,
     )
     report = predict_inputs(
         predictor,
