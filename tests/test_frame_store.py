@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -105,6 +106,9 @@ def test_store_serves_the_decoded_faces_without_decoding(stored, monkeypatch):
     store_rows = rows[in_store]
     monkeypatch.setattr(FaceReader, "_read_sources", lambda *a, **k: pytest.fail("decoded a stored face"))
     assert np.array_equal(served.read(store_rows), expected[in_store])
+    clone = pickle.loads(pickle.dumps(served))  # as DataLoader workers get it: no row table, no map
+    assert all(s.keys is None and s._map is None for s in clone.stores)
+    assert np.array_equal(clone.read(store_rows), expected[in_store])
     # a face that could not be read at build time raises what decoding raised
     monkeypatch.undo()
     for row in np.setdiff1d(np.flatnonzero(plain.valid), rows):

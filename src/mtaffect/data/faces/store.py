@@ -54,7 +54,7 @@ class FrameStoreError(InputFormatError):
 def _stat(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Size (bytes) and mtime (ns) of each path, (-1, -1) where it cannot be read; one stat per
     distinct path (a face-cache shard serves thousands of rows)."""
-    unique, inverse = np.unique(np.asarray(paths, dtype=str), return_inverse=True)
+    inverse, unique = pd.factorize(np.asarray(paths, dtype=object))  # hashing: no fixed-width copy
     sizes = np.full(len(unique), -1, dtype=np.int64)
     mtimes = np.full(len(unique), -1, dtype=np.int64)
     for i, path in enumerate(unique):
@@ -110,9 +110,11 @@ class FrameStore:
         self._lookup = pd.Index(self.keys)
         self._map: np.ndarray | None = None
 
-    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen the memory map lazily
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickled store (a DataLoader worker's) only reads: the row table stays behind (hundreds of
+        MB for Aff-Wild2) and the memory map is reopened lazily."""
         state = dict(self.__dict__)
-        state["_map"] = None
+        state.update(_map=None, keys=None, sources=None, source_bytes=None, source_mtime=None, _lookup=None)
         return state
 
     @property
@@ -195,14 +197,14 @@ def build_frame_store(index: pd.DataFrame, meta: Mapping[str, Any], folder: str 
     from mtaffect.data.prefetch import ordered_chunks
 
     folder = Path(folder)
-    keys_all = cache_keys(index).astype(str)
-    keys, first = np.unique(keys_all, return_index=True)  # sorted: a track's frames stay in order
-    faces_index = index.iloc[first].reset_index(drop=True)
+    distinct = pd.Series(cache_keys(index)).drop_duplicates().sort_values(kind="stable")
+    keys = distinct.to_numpy(dtype=object)  # sorted: a track's frames stay in order
+    faces_index = index.iloc[distinct.index.to_numpy()].reset_index(drop=True)
     reader = FaceReader(faces_index, meta, size, frame_stores=False)
     n = len(keys)
     sources = reader.sources(np.arange(n))
     sizes, mtimes = _stat(sources)  # before any face is read: a file changed meanwhile is caught later
-    rows = pd.DataFrame({"key": keys, "source": sources.astype(str), "bytes": sizes, "mtime_ns": mtimes})
+    rows = pd.DataFrame({"key": keys, "source": sources, "bytes": sizes, "mtime_ns": mtimes})
     n_chunks = -(-n // chunk)
     done, bad = _resumable(folder, rows, size, chunk)
     folder.mkdir(parents=True, exist_ok=True)
@@ -251,7 +253,7 @@ def _resumable(folder: Path, rows: pd.DataFrame, size: int, chunk: int) -> tuple
         return set(), {}
     same = (manifest.get("version") == STORE_VERSION and manifest.get("size") == size
             and manifest.get("chunk") == chunk and shape_ok and len(old) == len(rows)
-            and np.array_equal(old["key"].to_numpy(dtype=str), rows["key"].to_numpy(dtype=str)))
+            and bool((old["key"].to_numpy(dtype=object) == rows["key"].to_numpy(dtype=object)).all()))
     if not same:
         return set(), {}
     if record is None:  # a finished store: every chunk
@@ -260,9 +262,11 @@ def _resumable(folder: Path, rows: pd.DataFrame, size: int, chunk: int) -> tuple
     else:
         done = set(record.get("done", [])) if record.get("chunk") == chunk else set()
         bad_items = record.get("bad") or {}
-    changed = np.flatnonzero((old["bytes"].to_numpy(np.int64) != rows["bytes"].to_numpy(np.int64))
-                             | (old["mtime_ns"].to_numpy(np.int64) != rows["mtime_ns"].to_numpy(np.int64))
-                             | (old["source"].to_numpy(dtype=str) != rows["source"].to_numpy(dtype=str)))
+    def differs(column: str, dtype: Any) -> np.ndarray:
+        return old[column].to_numpy(dtype=dtype) != rows[column].to_numpy(dtype=dtype)
+
+    changed = np.flatnonzero(differs("bytes", np.int64) | differs("mtime_ns", np.int64)
+                             | differs("source", object))
     done -= {int(r) // chunk for r in changed}
     bad = {int(r): (str(v[0]), str(v[1])) for r, v in bad_items.items() if int(r) // chunk in done}
     return done, bad
