@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, default=None, help="only the first N frames (--tiny: 48)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--kind", choices=("cnn", "cnn_gru"), default="cnn")
+    parser.add_argument("--work", default=str(ROOT / ".cache" / "bench"), help="folder of the checkpoints")
     args = parser.parse_args(argv)
 
     from mtaffect.predict.threads import prediction_threads
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     max_frames = args.max_frames if args.max_frames is not None else (48 if args.tiny else None)
     os.environ.setdefault("MTAFFECT_CACHE", str(ROOT / ".cache" / "mtaffect"))
-    folder = ROOT / ".cache" / "bench"
+    folder = Path(args.work)
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = make_checkpoint(folder, args.tiny, args.kind)
     backend = "torch" if args.device != "cpu" else "auto"
