@@ -109,6 +109,9 @@ def test_the_issues_cross_site_requests_are_refused(tmp_path, jpeg) -> None:
         pre = c.options("/api/jobs", headers=asks)
         assert not [h for h in pre.headers if h.lower().startswith("access-control-allow")]
         assert not [h for h in r.headers if h.lower().startswith("access-control-allow")]
+        # no other site's page may embed an answer either (it would learn which results exist)
+        for answer in (r, pre, c.get("/static/app.js"), c.post("/api/jobs", headers=EVIL)):
+            assert answer.headers["cross-origin-resource-policy"] == "same-origin"
 
 
 def test_the_page_header_and_the_allowed_origins(tmp_path, jpeg) -> None:

@@ -71,6 +71,8 @@ def _refuse(status: int, message: str) -> JSONResponse:
 class Guard:
     """ASGI middleware, in this order: Host on loopback, the cross-site check, the token.
 
+    Every HTTP answer also says ``Cross-Origin-Resource-Policy: same-origin``.
+
     The Host check stops DNS-rebinding pages (a site whose name resolves to 127.0.0.1) from
     reading the API through the user's browser. The cross-site check (:func:`check_origin`, plus
     :data:`PAGE_HEADER` on a browser's HTTP writes) stops other sites from writing through it. The
@@ -86,21 +88,24 @@ class Guard:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         reason = self._refusal(scope, headers)
-        if reason is not None:
-            status, message = reason
-            if scope["type"] == "websocket":  # closing before accept: the handshake gets a 403
-                return await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-            return await _refuse(status, message)(scope, receive, send)
-        if self.token is not None and "token" in _query(scope):
+        if reason is not None and scope["type"] == "websocket":  # closed before accept: a 403 handshake
+            return await send({"type": "websocket.close", "code": 1008, "reason": reason[1][:120]})
+        if scope["type"] == "websocket":
+            return await self.app(scope, receive, send)
+        # every answer: other sites' pages may not embed it (<img>, <video>, <script>), which would tell
+        # them whether a result exists; and the token's cookie when the token came in the address
+        extra = [(b"cross-origin-resource-policy", b"same-origin")]
+        if reason is None and self.token is not None and "token" in _query(scope):
+            cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+            extra.append((b"set-cookie", cookie.encode()))
 
-            async def send_with_cookie(message) -> None:  # noqa: ANN001
-                if message["type"] == "http.response.start":
-                    value = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
-                    message["headers"] = [*message.get("headers", []), (b"set-cookie", value.encode())]
-                await send(message)
+        async def send_with_headers(message) -> None:  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
 
-            return await self.app(scope, receive, send_with_cookie)
-        return await self.app(scope, receive, send)
+        app = self.app if reason is None else _refuse(*reason)
+        return await app(scope, receive, send_with_headers)
 
     def _refusal(self, scope, headers: dict[str, str]) -> tuple[int, str] | None:  # noqa: ANN001
         host = headers.get("host", "")
