@@ -187,3 +187,21 @@ def test_background_raises_the_source_error_after_its_items() -> None:
         for x in background(source(), maxsize=1):
             got.append(x)
     assert got == [1, 2]
+
+
+def test_the_detector_follows_the_model_onto_an_accelerator(checkpoint) -> None:
+    """A model on an accelerator gets MTCNN's torch nets on the same device, detections batched
+    ahead; on the CPU the detector stays onnxruntime's (when installed), one frame at a time."""
+    import torch
+
+    from mtaffect.predict.runtime import FaceModel
+
+    model = FaceModel.from_checkpoint(checkpoint, backend="torch")
+    cpu = Predictor(model)
+    assert cpu.detect_batch == 1 and cpu.detector.device.type == "cpu"
+    model.device = torch.device("meta")  # stands in for cuda here: nothing runs on it
+    accel = Predictor(model)
+    assert accel.detect_batch == 4 and accel.overlap
+    assert accel.detector.device.type == "meta" and accel.detector.backend == "torch"
+    assert next(accel.detector.pnet.parameters()).device.type == "meta"
+    assert Predictor(model, detector_device="cpu").detect_batch == 1
