@@ -333,7 +333,7 @@ def test_a_running_result_is_read_from_its_partial_csv(tmp_path) -> None:
         assert not meta["complete"] and meta["frames"] == full["frame"].iloc[49] + 1
         rows = c.get("/api/frames?id=run/live&t0=0&t1=100").json()["rows"]
         assert len(rows) == int(full.iloc[:50]["face_found"].sum())
-        # a malformed cookie is no token, not a crash; checked but abandoned uploads go after a day
+        # a malformed cookie is no token, not a crash; checked but abandoned uploads go after an hour
     assert not stale.exists() and (tmp_path / ".uploads" / "new").is_dir()
     with TestClient(create_app(tmp_path, token="t", loopback=False), base_url="http://10.0.0.2") as c:
         assert c.get("/api/results", headers={"cookie": 'a"b=\x7f; ;;='}).status_code == 401

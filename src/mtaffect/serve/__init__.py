@@ -3,8 +3,10 @@
 ``app.create_app`` builds the Starlette app over a results root; ``results`` reads the
 ``predict --out`` layout (series downsampled per zoom level, summaries); ``jobs`` runs the CLI's
 :class:`~mtaffect.predict.predictor.Predictor` in background threads; ``uploads`` checks uploaded
-files; ``server`` binds the socket and runs uvicorn. The page (``static/``) draws its charts with
-uPlot, vendored into ``static/vendor`` by ``make setup`` (docs/serve.md).
+files and caps those waiting for a job; ``guard`` decides who may talk to the app (Host check,
+cross-site writes refused, token); ``server`` binds the socket and runs uvicorn. The page
+(``static/``) draws its charts with uPlot, vendored into ``static/vendor`` by ``make setup``
+(docs/serve.md).
 """
 
 from __future__ import annotations

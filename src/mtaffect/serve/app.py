@@ -18,6 +18,8 @@ Routes (every id is a path relative to the results root, checked by ``results.sa
 ``GET /api/media?id=&input=``    the original video or photo (only from the root or ``--media``)
 ``GET /files/{id}/{name}``   a result's CSV, Parquet, plots, overlay video
 ==========================  ================================================================
+
+Every request first meets ``guard.Guard`` (Host on loopback, cross-site writes refused, token).
 """
 
 from __future__ import annotations
