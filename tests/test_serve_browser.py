@@ -193,6 +193,7 @@ def test_video_job_play_seek_and_csv_download(page, server, checkpoint, media_di
         " return s && s.frame === f && !v.seeking && Math.abs(v.currentTime - s.target) < 0.002; }",
         arg=second["seek"]["frame"],
     )
+    assert page.input_value("#share") == share
     # the overlay video instead of the original, at the same time
     page.select_option("#source", "overlay")
     page.wait_for_function("document.getElementById('video').currentSrc.endsWith('/overlay.mp4')"
@@ -209,6 +210,7 @@ def test_switch_person_on_a_photo(page, server, media_dir) -> None:
     page.wait_for_function("window.mtaffect.state.view && window.mtaffect.state.view.imageRows.length > 1")
     page.wait_for_function("document.getElementById('still').complete")
     first = int(page.get_attribute("#legend", "data-selected"))
+    assert page.input_value("#share").endswith(f"&input=0&track={first}")  # opened from the job's link
     rows = page.evaluate("window.mtaffect.state.view.imageRows")
     other = next(r for r in rows if r["track"] != first)
     natural = page.evaluate("(i => [i.naturalWidth, i.naturalHeight])(document.getElementById('still'))")

@@ -225,3 +225,12 @@ def test_token_on_loopback_with_the_flag(tmp_path, monkeypatch, capsys) -> None:
         assert c.get(f"/api/results?token={token}").status_code == 200
     assert main(["view", str(tmp_path / "out"), "--port", "0"]) == 0
     assert "?token=" not in capsys.readouterr().out
+    # serve takes the flag too, and its pending-upload caps
+    (tmp_path / "tiny.safetensors").write_bytes(b"never loaded: no job runs")
+    args = ["serve", "--checkpoint", str(tmp_path / "tiny.safetensors"), "--results", str(tmp_path / "r"),
+            "--port", "0", "--token", "--max-pending", "3", "--max-pending-mb", "5"]
+    assert main(args) == 0
+    assert "?token=" in capsys.readouterr().out
+    pending = apps[-1].state.pending
+    assert (pending.max_count, pending.max_bytes) == (3, 5 * 2**20)
+    apps[-1].state.jobs.stop()
