@@ -120,6 +120,9 @@ def test_store_serves_the_decoded_faces_without_decoding(stored, monkeypatch):
 
 
 def test_changed_source_is_refused_then_only_its_chunk_is_rebuilt(cached, tmp_path, monkeypatch):
+    import mtaffect.data.faces.store as store_mod
+
+    monkeypatch.setattr(store_mod, "STAT_BLOCK", 7)  # the sources are checked in several threads
     root, index, meta = cached
     train = index[index["split"] == "train"]
     store = build_frame_store(train, meta, tmp_path / "s", size=SIZE, chunk=16, progress=False)
@@ -132,8 +135,6 @@ def test_changed_source_is_refused_then_only_its_chunk_is_rebuilt(cached, tmp_pa
         changed = "rows.parquet.*1 source files changed.*" + os.path.basename(victim)
         with pytest.raises(FrameStoreError, match=changed):
             FaceReader(train, with_store, SIZE)
-        import mtaffect.data.faces.store as store_mod
-
         rebuilt: list[int] = []
         original = store_mod._Chunks.__call__
         monkeypatch.setattr(store_mod._Chunks, "__call__", lambda self, i: rebuilt.append(self.todo[i])

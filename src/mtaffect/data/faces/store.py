@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ __all__ = [
 
 STORE_VERSION = 1
 DATA, ROWS, MANIFEST, PROGRESS = "frames.npy", "rows.parquet", "store.json", "progress.json"
+STAT_BLOCK = 8192
 REBUILD = "rebuild it with `mtaffect cache --index INDEX --out DIR --frame-store STORE_DIR`"
 
 
@@ -53,16 +55,26 @@ class FrameStoreError(InputFormatError):
 
 def _stat(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Size (bytes) and mtime (ns) of each path, (-1, -1) where it cannot be read; one stat per
-    distinct path (a face-cache shard serves thousands of rows)."""
+    distinct path (a face-cache shard serves thousands of rows), in threads (``os.stat`` releases the
+    GIL: Aff-Wild2's 1.7 M training images are a few seconds of system calls on one thread)."""
     inverse, unique = pd.factorize(np.asarray(paths, dtype=object))  # hashing: no fixed-width copy
     sizes = np.full(len(unique), -1, dtype=np.int64)
     mtimes = np.full(len(unique), -1, dtype=np.int64)
-    for i, path in enumerate(unique):
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
+
+    def block(lo: int) -> None:
+        for i in range(lo, min(len(unique), lo + STAT_BLOCK)):
+            try:
+                st = os.stat(unique[i])
+            except OSError:
+                continue
+            sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
+
+    starts = range(0, len(unique), STAT_BLOCK)
+    if len(starts) > 1:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(block, starts))
+    elif len(unique):
+        block(0)
     return sizes[inverse], mtimes[inverse]
 
 
