@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzz_formats import GENERATORS, Case
+from fuzz_lines import LINE_GENERATORS, LineCase, decided_rows
 from mtaffect.data.index import build_index
 from mtaffect.errors import UserError
 
@@ -153,3 +154,105 @@ def test_the_oracle_can_fail_a_reader(monkeypatch) -> None:
 
     monkeypatch.setattr(affwild2, "parse_va_file", trusting)
     assert outcome(case, lenient=False)[0] == "wrong"
+
+
+# -- positional files keep their alignment (issue 19) -------------------------------------------
+
+def _line_root(case: LineCase, root: Path) -> Path:
+    folder = root / f"{case.task}_Set" / ("" if case.fmt.startswith("submission") else "Train_Set")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "t1.txt").write_bytes(case.data)
+    if not case.fmt.startswith("submission"):
+        for f in range(1, len(case.labels) + 1):
+            (root / "cropped_aligned" / "t1").mkdir(parents=True, exist_ok=True)
+            (root / "cropped_aligned" / "t1" / f"{f:05d}.jpg").write_bytes(b"")
+    return folder / "t1.txt"
+
+
+def _frames(index) -> dict[int, object]:  # noqa: ANN001 - the index DataFrame
+    out = {}
+    for row in index.itertuples(index=False):
+        if not _missing(row.expression):
+            out[int(row.frame)] = int(row.expression)
+        else:
+            out[int(row.frame)] = (float(row.valence), float(row.arousal))
+    return out
+
+
+def alignment_outcome(case: LineCase, lenient: bool) -> tuple[str, str]:
+    """(clean | clean_error | crash | wrong, detail): no label moved, nothing lost uncounted."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _line_root(case, Path(tmp))
+        if case.fmt.startswith("submission"):
+            return _submission_outcome(case, path)
+        try:
+            index, meta = build_index({"affwild2": Path(tmp)}, lenient=lenient)
+        except UserError as err:
+            text, line = str(err), getattr(err, "line", None)
+            if lenient or "\n" in text or str(path) not in text or line is None or line < case.first_line:
+                return "wrong", f"unexpected error: {text[:300]}"
+            return "clean_error", ""
+        except Exception as err:  # noqa: BLE001 - a traceback is what is counted
+            return "crash", f"{type(err).__name__}: {str(err)[:300]}"
+    got = _frames(index)
+    want = {f: label for f, label in enumerate(case.labels, 1) if label is not None}
+    moved = {f: (label, want.get(f)) for f, label in got.items() if want.get(f) != label}
+    if moved:
+        return "wrong", f"{case.kind} ({case.style}) at row {case.first}: labels moved {moved}"
+    if case.kind == "stray":  # decided line ends: it costs at most its own frame
+        required = set(want) - {case.first + 1}
+    else:  # the rows before the damage but the one just before it (maybe the other piece of a split)
+        required = {f for f in want if f < case.first}
+    if required - set(got):
+        return "wrong", f"{case.kind} ({case.style}) at row {case.first}: lost {sorted(required - set(got))}"
+    skipped = meta["summary"]["skipped"].get("affwild2", {})
+    counted = sum(meta["summary"].get("malformed", {}).values()) + skipped.get("unaligned_rows", 0)
+    counted += sum(n for reason, n in skipped.items() if reason.endswith("image_beyond_last_row"))
+    if set(want) - set(got) and not counted and not skipped.get("bad_header"):
+        return "wrong", f"{case.kind} ({case.style}): frames {sorted(set(want) - set(got))} lost uncounted"
+    if not lenient and {f for f in set(want) - set(got) if f <= len(decided_rows(case.data))}:
+        return "wrong", f"strict mode dropped frames {sorted(set(want) - set(got))} without an error"
+    return "clean", ""
+
+
+def _submission_outcome(case: LineCase, path: Path) -> tuple[str, str]:
+    """The validator names only damaged lines (true numbers) and finds a row count that changed."""
+    from mtaffect.predict.submission import validate_submission
+
+    n = len(case.labels)
+    try:
+        problems = validate_submission(path.parent, case.task, frame_counts={"t1": n})
+    except Exception as err:  # noqa: BLE001
+        return "crash", f"{type(err).__name__}: {str(err)[:300]}"
+    rows = len(decided_rows(case.data))
+    counted = [p for p in problems if "frame lines, expected" in p]
+    if bool(counted) != (rows != n):
+        return "wrong", f"{case.kind} ({case.style}): {rows} rows, {n} frames, problems {problems}"
+    for p in problems:
+        if p in counted or p.endswith("byte-order mark"):
+            continue
+        line = int(p[len(str(path)) + 1 :].split(":", 1)[0])
+        if not case.first_line <= line <= case.first_line + 1:
+            return "wrong", f"{case.kind} ({case.style}) at line {case.first_line}: {p}"
+    return "clean", ""
+
+
+@pytest.mark.parametrize("lenient", [False, True], ids=["strict", "lenient"])
+@pytest.mark.parametrize("fmt", sorted(LINE_GENERATORS))
+def test_positional_files_keep_their_alignment(fmt: str, lenient: bool) -> None:
+    if fmt.startswith("submission") and lenient:
+        pytest.skip("the validator has one mode: it lists every problem")
+
+    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def run(data) -> None:  # noqa: ANN001 - hypothesis data object
+        case = LINE_GENERATORS[fmt](data.draw)
+        result, detail = alignment_outcome(case, lenient)
+        mode = "validate" if fmt.startswith("submission") else "lenient" if lenient else "strict"
+        TALLY[(fmt, mode, result)] += 1
+        if result not in ("clean", "clean_error"):
+            FAILURES.append(f"{fmt} {mode} {result}: {detail}")
+        assert result in ("clean", "clean_error"), detail
+
+    run()

@@ -49,9 +49,12 @@ INT64_DIGITS = 18
 """Integers with more digits than this are refused: every 18-digit integer fits in int64."""
 
 
-def integer_pattern() -> str:
-    """The integer rule as an anchored RE2/``re`` pattern (at most 18 digits), for bulk matching."""
-    return rf"^[+-]?[0-9]{{1,{INT64_DIGITS}}}$"
+def integer_pattern(leading_zeros: bool = True) -> str:
+    """The integer rule as an anchored RE2/``re`` pattern (at most 18 digits), for bulk matching;
+    ``leading_zeros=False`` refuses ``03`` (the per-track files' rule, mtaffect.data.sources.abaw_text)."""
+    if leading_zeros:
+        return rf"^[+-]?[0-9]{{1,{INT64_DIGITS}}}$"
+    return rf"^[+-]?(?:0|[1-9][0-9]{{0,{INT64_DIGITS - 1}}})$"
 
 
 def number_pattern() -> str:
@@ -98,13 +101,17 @@ def parse_number(
     return value
 
 
-def bulk_numbers(body: bytes, columns: int, integer: bool) -> np.ndarray | None:
+def bulk_numbers(
+    body: bytes, columns: int, integer: bool, *, leading_zeros: bool = True
+) -> np.ndarray | None:
     """Comma-separated numbers of ``body`` (LF line ends) parsed in bulk: (lines, columns) array.
 
     None when any line has another field count or breaks the number rules: the caller then
     parses line by line with :func:`parse_number` to name the bad lines. pyarrow splits the
     fields (no quoting: a quoted number is malformed) and each column is checked with one RE2
-    match of the same patterns, so the bulk and the per-line paths accept exactly the same text.
+    match of the same patterns, so the bulk and the per-line paths accept exactly the same text:
+    a leading ``+`` is dropped before pyarrow's cast (which refuses ``+3`` as an integer), and no
+    pyarrow error leaves this function (any is a None: the per-line path names the line).
     """
     kind = np.int64 if integer else np.float64
     if not body:
@@ -123,13 +130,17 @@ def bulk_numbers(body: bytes, columns: int, integer: bool) -> np.ndarray | None:
         return None
     if table.num_rows != body.count(b"\n") + 1:
         return None
-    pattern = integer_pattern() if integer else number_pattern()
+    pattern = integer_pattern(leading_zeros) if integer else number_pattern()
     out = []
     for col in table.columns:
         text = pc.utf8_trim_whitespace(col)
         if col.null_count or not pc.all(pc.match_substring_regex(text, pattern)).as_py():
             return None
-        out.append(pc.cast(text, pa.int64() if integer else pa.float64()).to_numpy())
+        text = pc.replace_substring_regex(text, pattern=r"^\+", replacement="")
+        try:
+            out.append(pc.cast(text, pa.int64() if integer else pa.float64()).to_numpy())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # pragma: no cover
+            return None
     values = np.stack(out, axis=1)
     if not integer and not np.isfinite(values).all():  # 1e400: overflows to inf
         return None

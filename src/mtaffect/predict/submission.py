@@ -389,7 +389,11 @@ def _validate_track_file(f: Path, task: str, allowed: set[str], expected: int | 
 
 def _validate_abaw5(file, task, test_list, example) -> list[str]:
     problems = []
-    lines = file.read_text(encoding="utf-8").splitlines()
+    # the per-track format's line-end rule: a stray CR is damage inside its line, not a line end
+    raw, _ = abaw_text.split_lines(file.read_bytes())
+    lines = [line.decode("utf-8", errors="replace") for line in raw]
+    while lines and not lines[-1].strip():
+        lines.pop()
     if not lines or not lines[0].startswith("image_location,"):
         return [f"{file}:1: header must start with 'image_location,'"]
     n_classes = 8 if "Other" in lines[0] else 7

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mtaffect import labels
+from mtaffect.data.numbers import NumberError
 from mtaffect.data.records import Skips, make_records, string_array
 from mtaffect.data.sources import abaw_text
 from mtaffect.data.sources.affwild2_mtl import MTL_FILES, parse_mtl_file
@@ -154,9 +155,15 @@ def list_frames(folder: Path) -> tuple[np.ndarray, pa.Array, int]:
     return frames, names, ignored
 
 
-def _reporter(skips: Skips, path: Path) -> abaw_text.Report:
-    """A malformed row of ``path``: raised (strict) or counted (lenient) by ``skips``."""
-    return lambda line, message: skips.malformed(DATABASE, path, line, message)
+def _reporter(skips: Skips, path: Path, lines: set[int]) -> abaw_text.Report:
+    """A malformed row of ``path``: raised (strict) or counted (lenient) by ``skips``; its line is
+    added to ``lines``."""
+
+    def report(line: int, message: str) -> None:
+        skips.malformed(DATABASE, path, line, message)
+        lines.add(line)
+
+    return report
 
 
 def _bad_header(skips: Skips, path: Path, expected: str, found: str) -> None:
@@ -168,15 +175,18 @@ def parse_expr_file(path: Path, skips: Skips) -> tuple[np.ndarray, int] | None:
     """EXPR codes per data row (int16; -1 = unannotated or skipped) and the class count (7 or 8).
 
     The header names the classes, but each data line holds one integer (§1.3). Returns None
-    when the header is wrong and the file is skipped (lenient mode).
+    when the header is wrong and the file is skipped (lenient mode). Rows after damage that may
+    have moved them (:func:`abaw_text.aligned_rows`) are dropped, counted as ``unaligned_rows``.
     """
     track = abaw_text.read_track_file(path)
     n_classes = abaw_text.expr_classes(track.header)
     if n_classes is None:
         _bad_header(skips, path, f"an EXPR header ({abaw_text.EXPR_HEADER}[,Other])", track.header)
         return None
-    codes = abaw_text.parse_expr_rows(track, _reporter(skips, path))
+    malformed: set[int] = set()
+    codes = abaw_text.parse_expr_rows(track, _reporter(skips, path, malformed))
     bad = (codes < -1) | (codes >= n_classes)
+    bad[[r - 2 for r in malformed]] = False  # reported already (left -1)
     if bad.any():
         for r in np.flatnonzero(bad):
             skips.malformed(
@@ -187,6 +197,18 @@ def parse_expr_file(path: Path, skips: Skips) -> tuple[np.ndarray, int] | None:
                 reason="bad_expression_code",
             )
         codes[bad] = -1
+    if malformed or bad.any():
+        refused = bad.copy()
+        refused[[r - 2 for r in malformed]] = True
+
+        def acceptable(text: str) -> bool:
+            try:
+                return -1 <= abaw_text.parse_expr_line(text) < n_classes
+            except NumberError:
+                return False
+
+        aligned = abaw_text.aligned_rows(track, refused, abaw_text.EXPR_ROWS, acceptable)
+        _drop_unaligned(skips, path, codes, refused, aligned)
     return codes.astype(np.int16), n_classes
 
 
@@ -194,19 +216,49 @@ def parse_va_file(path: Path, skips: Skips) -> np.ndarray | None:
     """(R, 2) float64 valence/arousal per data row; NaN = unannotated (-5), out of range or skipped.
 
     Both values must be finite numbers: ``-0.25,nan`` or ``Infinity,0.2`` is malformed (never
-    half a label, never an infinite one).
+    half a label, never an infinite one). Rows after damage that may have moved them are dropped,
+    counted as ``unaligned_rows``.
     """
     track = abaw_text.read_track_file(path)
     if not abaw_text.is_va_header(track.header):
         _bad_header(skips, path, f"the header '{abaw_text.VA_HEADER}'", track.header)
         return None
-    values = abaw_text.parse_va_rows(track, _reporter(skips, path))
+    malformed: set[int] = set()
+    values = abaw_text.parse_va_rows(track, _reporter(skips, path, malformed))
+    if malformed:
+        refused = np.zeros(len(values), dtype=bool)
+        refused[[r - 2 for r in malformed]] = True
+        aligned = abaw_text.aligned_rows(track, refused, abaw_text.VA_ROWS, _va_ok)
+        _drop_unaligned(skips, path, values, refused, aligned)
     sentinel = np.isclose(values, labels.AFFWILD2_VA_MISSING).any(axis=1)
     finite = np.isfinite(values).all(axis=1)
     out_of_range = finite & ~sentinel & ((values < labels.VA_MIN) | (values > labels.VA_MAX)).any(axis=1)
     skips.count(DATABASE, "va_out_of_range", int(out_of_range.sum()), str(path))
     values[sentinel | out_of_range] = np.nan
     return values
+
+
+def _va_ok(text: str) -> bool:
+    try:
+        abaw_text.parse_va_line(text)
+    except NumberError:
+        return False
+    return True
+
+
+def _drop_unaligned(skips: Skips, path: Path, values: np.ndarray, refused: np.ndarray, aligned: int) -> None:
+    """Rows ``aligned:`` of a per-track array lose their labels: damage at or after row ``aligned``
+    may have moved them, and a moved row labels another frame. The rows dropped that were not
+    refused (counted as malformed already) are counted as ``unaligned_rows``."""
+    if aligned >= len(values):
+        return
+    skips.count(
+        DATABASE,
+        "unaligned_rows",
+        int((~refused[aligned:]).sum()),
+        f"{path}:{aligned + 2}: this row and the later ones may have moved (split, joined or inserted lines)",
+    )
+    values[aligned:] = -1 if values.dtype.kind == "i" else np.nan
 
 
 def _take(array: np.ndarray, frames: np.ndarray, missing: Any) -> np.ndarray:
