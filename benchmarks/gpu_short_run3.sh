@@ -35,7 +35,7 @@ has() { case ",$PARTS," in *",$1,"*) return 0;; esac; return 1; }
 # each module writes its JSON rows as it goes, so a step cut by its limit still leaves its figures
 has store && step store ${SLIM:-120} $PY -m benchmarks.bench_store --device $DEV --json $OUT/store.json $X
 has predict && step predict ${PLIM:-120} $PY -m benchmarks.bench_predict_device --device $DEV --video "$VIDEO" --json $OUT/predict.json $X
-has compile && step compile ${CLIM:-330} $PY -m benchmarks.bench_compile --device $DEV --stages ${CSTAGES:-cnn_teacher} --modes ${CMODES:-reduce-overhead} --json $OUT/compile.json $X
+has compile && step compile ${CLIM:-$([ "$DEV" = cpu ] && echo 900 || echo 330)} $PY -m benchmarks.bench_compile --device $DEV --stages ${CSTAGES:-cnn_teacher} --modes ${CMODES:-reduce-overhead} --json $OUT/compile.json $X
 echo "== summary"
 $PY benchmarks/gpu_summary.py "$OUT"/*.json | tee "$OUT/summary.md"
 echo "done in $(( $(date +%s) - T0 )) s"

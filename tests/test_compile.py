@@ -339,4 +339,6 @@ def test_a_second_run_loads_the_compiled_step_from_the_cache(tmp_path):
     assert re.search(r"toy: compiled in \d+\.\d s \(cache miss\)", "\n".join(cold_lines)), cold_lines
     assert re.search(r"toy: compiled in \d+\.\d s \(cache hit\)", "\n".join(warm_lines)), warm_lines
     assert warm["seconds"] < cold["seconds"], (cold, warm)  # no C++ compilation the second time
+    for kind in ("fxgraph", "aotautograd"):  # in the folder the run chose, not torch's /tmp default
+        assert any((tmp_path / "cache" / kind).rglob("*")), kind
     print(f"first step: {cold['seconds']:.2f} s cold, {warm['seconds']:.2f} s warm")
