@@ -15,8 +15,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--preset", default="demo", help="synthetic database size: tiny | demo | large")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tables",
+        type=_tables,
+        default=[1, 2, 3],
+        metavar="N[,N]",
+        help="which of Tables 1-3 to train, e.g. 3 or 1,3 (default: all; Table 3's chain, the final model, "
+        "always runs)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default) | auto | cuda")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
+
+
+def _tables(text: str) -> list[int]:
+    """``"1,3"`` → [1, 3]: one comma-separated value, so that key=value overrides after it stay overrides."""
+    try:
+        tables = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tables are 1-3 separated by commas, not {text!r}") from None
+    if not tables or set(tables) - {1, 2, 3}:
+        raise argparse.ArgumentTypeError(f"tables are 1, 2 or 3, not {text!r}")
+    return tables
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         config=args.config,
         overrides=args.overrides,
         seed=args.seed,
+        tables=args.tables,
         device=args.device,
     )
     print(f"results in {result.out_dir} (summary.json, runs/ablations.md, evaluation/, video/)")
