@@ -121,6 +121,7 @@ def test_store_serves_the_decoded_faces_without_decoding(stored, monkeypatch):
 
 def test_changed_source_is_refused_then_only_its_chunk_is_rebuilt(cached, tmp_path, monkeypatch):
     import mtaffect.data.faces.store as store_mod
+    import mtaffect.data.faces.store_build as build_mod
 
     monkeypatch.setattr(store_mod, "STAT_BLOCK", 7)  # the sources are checked in several threads
     root, index, meta = cached
@@ -136,8 +137,8 @@ def test_changed_source_is_refused_then_only_its_chunk_is_rebuilt(cached, tmp_pa
         with pytest.raises(FrameStoreError, match=changed):
             FaceReader(train, with_store, SIZE)
         rebuilt: list[int] = []
-        original = store_mod._Chunks.__call__
-        monkeypatch.setattr(store_mod._Chunks, "__call__", lambda self, i: rebuilt.append(self.todo[i])
+        original = build_mod._Chunks.__call__
+        monkeypatch.setattr(build_mod._Chunks, "__call__", lambda self, i: rebuilt.append(self.todo[i])
                             or original(self, i))
         again = build_frame_store(train, meta, tmp_path / "s", size=SIZE, chunk=16, progress=False)
         assert rebuilt == [row // 16]
@@ -151,10 +152,10 @@ def test_interrupted_build_is_refused_then_resumed(cached, tmp_path, monkeypatch
     root, index, meta = cached
     train = index[index["split"] == "train"]
     whole = build_frame_store(train, meta, tmp_path / "whole", size=SIZE, chunk=16, progress=False)
-    import mtaffect.data.faces.store as store_mod
+    import mtaffect.data.faces.store_build as build_mod
 
     calls: list[int] = []
-    original = store_mod._Chunks.__call__
+    original = build_mod._Chunks.__call__
 
     def killed_after_three(self, i):
         if len(calls) == 3:
@@ -162,13 +163,13 @@ def test_interrupted_build_is_refused_then_resumed(cached, tmp_path, monkeypatch
         calls.append(self.todo[i])
         return original(self, i)
 
-    monkeypatch.setattr(store_mod._Chunks, "__call__", killed_after_three)
+    monkeypatch.setattr(build_mod._Chunks, "__call__", killed_after_three)
     with pytest.raises(KeyboardInterrupt):
         build_frame_store(train, meta, tmp_path / "part", size=SIZE, chunk=16, progress=False)
     with pytest.raises(FrameStoreError, match="store.json: the frame store is unfinished"):
         FrameStore(tmp_path / "part")
     calls.clear()
-    monkeypatch.setattr(store_mod._Chunks, "__call__", lambda self, i: calls.append(self.todo[i])
+    monkeypatch.setattr(build_mod._Chunks, "__call__", lambda self, i: calls.append(self.todo[i])
                         or original(self, i))
     done = build_frame_store(train, meta, tmp_path / "part", size=SIZE, chunk=16, progress=False)
     assert calls == list(range(3, -(-whole.n // 16)))  # the three finished chunks were kept

@@ -51,7 +51,8 @@ from mtaffect.data.faces.crops import (
     resize_face,
 )
 from mtaffect.data.faces.reader import FaceReader, UnreadableFaceError
-from mtaffect.data.faces.store import FrameStore, FrameStoreError, build_frame_store, build_frame_stores
+from mtaffect.data.faces.store import FrameStore, FrameStoreError
+from mtaffect.data.faces.store_build import build_frame_store, build_frame_stores
 
 __all__ = [
     "CROP_METHODS", "STATUS", "UnreadableFaceError", "landmark_square", "box_crop", "eye_level_crop",
