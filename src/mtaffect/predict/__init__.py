@@ -1,9 +1,9 @@
 """Prediction on people's own media: faces → per-frame emotions → tables, plots, overlay, ABAW files.
 
 The entry point is :class:`Predictor` (``Predictor.from_checkpoint(path)``); the modules, in the
-order data flows: ``media`` (inputs) → ``detect`` (MTCNN) → ``track`` → ``align`` → ``runtime``
-(torch / onnxruntime) → ``temporal`` (GRU windows) → ``video`` (one video's streaming session and its
-report) → ``tables`` → ``plots``, ``overlay``, ``submission``; ``runner`` and ``extract`` are the
+order data flows: ``media`` (inputs) → ``detect`` (MTCNN; ``detect_batch``: many frames at once)
+→ ``track`` → ``align`` → ``runtime`` (torch / onnxruntime) → ``temporal`` (GRU windows) → ``video``
+(one video's streaming session and its report; ``overlap``: its tracking thread) → ``tables`` → ``plots``, ``overlay``, ``submission``; ``runner`` and ``extract`` are the
 ``predict`` and ``extract-faces`` commands (``shard``: splitting inputs across torchrun ranks;
 ``threads``: the CPU thread policy; ``calibration``: int8 calibration images).
 """
