@@ -3,9 +3,10 @@
 The entry point is :class:`Predictor` (``Predictor.from_checkpoint(path)``); the modules, in the
 order data flows: ``media`` (inputs) → ``detect`` (MTCNN; ``detect_batch``: many frames at once)
 → ``track`` → ``align`` → ``runtime`` (torch / onnxruntime) → ``temporal`` (GRU windows) → ``video``
-(one video's streaming session and its report; ``overlap``: its tracking thread) → ``tables`` → ``plots``, ``overlay``, ``submission``; ``runner`` and ``extract`` are the
-``predict`` and ``extract-faces`` commands (``shard``: splitting inputs across torchrun ranks;
-``threads``: the CPU thread policy; ``calibration``: int8 calibration images).
+(one video's streaming session and its report; ``overlap``: its tracking thread) → ``tables`` →
+``plots``, ``overlay``, ``submission``; ``runner`` and ``extract`` are the ``predict`` and
+``extract-faces`` commands (``shard``: splitting inputs across torchrun ranks; ``threads``: the
+CPU thread policy; ``calibration``: int8 calibration images).
 """
 
 from __future__ import annotations
