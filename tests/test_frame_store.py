@@ -136,8 +136,15 @@ def test_changed_source_is_refused_then_only_its_chunk_is_rebuilt(cached, tmp_pa
         changed = "rows.parquet.*1 source files changed.*" + os.path.basename(victim)
         with pytest.raises(FrameStoreError, match=changed):
             FaceReader(train, with_store, SIZE)
-        rebuilt: list[int] = []
         original = build_mod._Chunks.__call__
+
+        def killed(self, i):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(build_mod._Chunks, "__call__", killed)  # the rebuild is killed at once
+        with pytest.raises(KeyboardInterrupt):
+            build_frame_store(train, meta, tmp_path / "s", size=SIZE, chunk=16, progress=False)
+        rebuilt: list[int] = []
         monkeypatch.setattr(build_mod._Chunks, "__call__", lambda self, i: rebuilt.append(self.todo[i])
                             or original(self, i))
         again = build_frame_store(train, meta, tmp_path / "s", size=SIZE, chunk=16, progress=False)

@@ -57,7 +57,7 @@ class _Chunks:
 
 
 def build_frame_store(index: pd.DataFrame, meta: Mapping[str, Any], folder: str | Path, *, size: int = 112,
-                      split: str | None = None, chunk: int = 4096, workers: int = 0,
+                      split: str | None = None, chunk: int = 1024, workers: int = 0,
                       progress: bool = True) -> FrameStore:
     """Decode every distinct face of ``index`` (at ``size``, as :class:`FaceReader` reads it) into the
     store ``folder``; resumable (see :mod:`mtaffect.data.faces.store`). ``workers``: decoding processes
@@ -77,13 +77,19 @@ def build_frame_store(index: pd.DataFrame, meta: Mapping[str, Any], folder: str 
     manifest = {"version": STORE_VERSION, "size": size, "n": n, "split": split, "chunk": chunk,
                 "complete": False}
     write_json(folder / MANIFEST, manifest)  # first: from here on no reader uses the folder
+
+    def record() -> None:
+        write_json(folder / PROGRESS, {"chunk": chunk, "done": sorted(done),
+                                       "bad": {str(r): list(v) for r, v in sorted(bad.items())}})
+
+    record()  # the kept chunks only, before the new sizes/mtimes hide which chunks were stale
     write_parquet(rows, folder / ROWS, index=False)
     data_path = folder / DATA
-    shape = (n, size, size, 3)
     if done:
         data = np.load(data_path, mmap_mode="r+", allow_pickle=False)
-    else:
-        data = np.lib.format.open_memmap(data_path, mode="w+", dtype=np.uint8, shape=shape)
+    else:  # a new file (a process still mapping the old one keeps its inode), then the faces
+        data_path.unlink(missing_ok=True)
+        data = np.lib.format.open_memmap(data_path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     todo = [c for c in range(n_chunks) if c not in done]
     bar = tqdm(total=n, initial=n - sum(min(chunk, n - c * chunk) for c in todo), unit="face",
                disable=not progress, desc=f"frame store {folder}")
@@ -94,8 +100,7 @@ def build_frame_store(index: pd.DataFrame, meta: Mapping[str, Any], folder: str 
         bad = {r: v for r, v in bad.items() if not lo <= r < lo + chunk}
         bad.update({r: (path, reason) for r, path, reason in failed})
         done.add(c)
-        write_json(folder / PROGRESS, {"chunk": chunk, "done": sorted(done),
-                                       "bad": {str(r): list(v) for r, v in sorted(bad.items())}})
+        record()
         bar.update(len(faces))
     bar.close()
     del data
@@ -140,7 +145,7 @@ def _resumable(folder: Path, rows: pd.DataFrame, size: int, chunk: int) -> tuple
 
 def build_frame_stores(index: pd.DataFrame, meta: Mapping[str, Any], store_dir: str | Path, *,
                        splits: tuple[str, ...] | list[str] = ("train", "validation"), size: int = 112,
-                       chunk: int = 4096, workers: int = 0, progress: bool = True) -> dict[str, Any]:
+                       chunk: int = 1024, workers: int = 0, progress: bool = True) -> dict[str, Any]:
     """One store per split of ``index`` under ``store_dir`` (``<split>-<size>/``); returns a copy of
     ``meta`` whose ``frame_stores`` list names them (replacing earlier entries of the same split and
     size): write it with the index (``write_index``) so that every :class:`FaceReader` finds them."""
