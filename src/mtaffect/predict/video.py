@@ -9,12 +9,13 @@ until every earlier frame is final. :func:`run_video` is the loop over it.
 The per-frame work splits in two: *tracking* (decode, the detector and tracker, the alignment
 warp), which depends only on the frames, and the *model* (batches of crops, GRU windows, rows).
 With ``predictor.overlap`` (the default) tracking runs in its own thread
-(:func:`mtaffect.predict.overlap.background`, a bounded queue of ``TRACK_QUEUE`` frames) while this
-thread runs the model, so detection and the model overlap; the rows are the same as without it
-(the same frames reach the model in the same batches, tested), and an error in the tracking thread
-is raised here after the rows of the frames tracked before it. With ``predictor.detect_batch`` > 1
-the tracker's full detections come from :class:`mtaffect.predict.detect_batch.Lookahead`, computed
-ahead for ``detect_batch`` scheduled detections at once.
+(:func:`mtaffect.predict.overlap.background`; a bounded queue of at least ``TRACK_QUEUE`` frames'
+faces and crops, no pixels) while this thread runs the model, so detection and the model overlap;
+the rows are the same as without it (the same frames reach the model in the same batches, tested),
+and an error in the tracking thread is raised here after the rows of the frames tracked before
+it. With ``predictor.detect_batch`` > 1 the tracker's full detections come from
+:class:`mtaffect.predict.detect_batch.Lookahead`, computed ahead for ``detect_batch`` scheduled
+detections at once.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from mtaffect.predict.track import FaceTracker, TrackedFace
 
 __all__ = ["RunReport", "VideoRun", "run_video", "TRACK_QUEUE"]
 
-TRACK_QUEUE = 8
-"""Frames (with their tracked faces and crops) the tracking thread may run ahead of the model."""
+TRACK_QUEUE = 32
+"""Frames the tracking thread may run ahead of the model (at least two model batches): a frame in the
+queue holds its faces' crops and boxes, not its image, so this is a few megabytes at most."""
 
 
 @dataclass
@@ -134,6 +136,9 @@ def _chunks(
         yield chunk
 
 
+_NO_IMAGE = np.zeros((0, 0, 3), np.uint8)
+
+
 @dataclass
 class _Face:
     """A tracked face waiting for (or inside) a model batch; ``frame_rows`` reads its fields."""
@@ -195,7 +200,9 @@ class _VideoSession:
         steps = self._track_frames()
         if not getattr(self.p, "overlap", False):
             return steps
-        return background(steps, maxsize=TRACK_QUEUE, name=f"track:{Path(self.name).name}")
+        # the tracking thread keeps working while the model runs a batch: room for two batches
+        size = max(TRACK_QUEUE, 2 * self.p.batch_size)
+        return background(steps, maxsize=size, name=f"track:{Path(self.name).name}")
 
     def _track_frames(self) -> Generator[tuple[Frame, list[TrackedFace], np.ndarray | None], None, None]:
         try:
@@ -235,7 +242,7 @@ class _VideoSession:
             lms = None if faces[0].landmarks is None else np.stack([f.landmarks for f in faces])
             crops = self.p.crops(fr.image, boxes, lms)
         self.report.add("align", time.perf_counter() - t2)
-        return fr, faces, crops
+        return Frame(fr.index, fr.time, _NO_IMAGE), faces, crops  # the model's side needs no pixels
 
     def add_tracked(self, fr: Frame, faces: list[TrackedFace], crops: np.ndarray | None) -> None:
         """Queue a tracked frame's crops (or its no-face row), run the model batches now due."""
