@@ -205,3 +205,24 @@ def test_the_detector_follows_the_model_onto_an_accelerator(checkpoint) -> None:
     assert accel.detector.device.type == "meta" and accel.detector.backend == "torch"
     assert next(accel.detector.pnet.parameters()).device.type == "meta"
     assert Predictor(model, detector_device="cpu").detect_batch == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"), [([], (True, None)), (["--no-overlap", "--detect-batch", "2"], (False, 2))]
+)
+def test_predict_command_passes_overlap_and_detect_batch(monkeypatch, tmp_path, flags, expected) -> None:
+    from mtaffect.cli import main
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(path, **options):
+        seen.update(options)
+        raise Stop
+
+    monkeypatch.setattr(Predictor, "from_checkpoint", staticmethod(capture))
+    with pytest.raises(Stop):
+        main(["predict", "clip.mp4", "--checkpoint", "c.safetensors", "--out", str(tmp_path), *flags])
+    assert (seen["overlap"], seen["detect_batch"]) == expected
