@@ -213,7 +213,8 @@ def test_cli_cache_builds_the_stores_into_the_index(cached, tmp_path, capsys):
 # ----------------------------------------------------------------------------- the consumers
 
 
-def test_feature_cache_and_evaluation_are_identical_with_the_store(stored, tmp_path):
+def test_feature_cache_and_evaluation_are_identical_with_the_store(stored, tmp_path, monkeypatch):
+    import mtaffect.evaluate.frames as evaluate_frames
     from mtaffect.evaluate import predict_cnn_frames
     from mtaffect.features import ensure_feature_cache
     from mtaffect.models.preprocessing import Preprocessing
@@ -238,3 +239,7 @@ def test_feature_cache_and_evaluation_are_identical_with_the_store(stored, tmp_p
                                device="cpu", device_warps=True)
     assert before.shape == (len(frames), 9) and np.isfinite(before).all()
     assert np.array_equal(after, before)
+    monkeypatch.setattr(evaluate_frames, "IN_MEMORY_LIMIT", 0)  # streamed batches (a large split)
+    streamed = predict_cnn_frames(model, frames, meta, preprocessing=preprocessing, batch_size=20,
+                                  device="cpu", device_warps=True, workers=0)
+    assert np.array_equal(streamed, before)
