@@ -136,7 +136,7 @@ def bulk_numbers(
         text = pc.utf8_trim_whitespace(col)
         if col.null_count or not pc.all(pc.match_substring_regex(text, pattern)).as_py():
             return None
-        text = pc.replace_substring_regex(text, pattern=r"^\+", replacement="")
+        text = pc.utf8_ltrim(text, characters="+")  # the pattern allows one sign at most
         try:
             out.append(pc.cast(text, pa.int64() if integer else pa.float64()).to_numpy())
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # pragma: no cover

@@ -146,6 +146,8 @@ class TrackFile:
 
 def _decide(raw: bytes) -> tuple[bytes, str]:
     """``raw`` with its decided line end as LF and any other line-end byte as CR, and the style."""
+    if b"\r" not in raw:  # the common case, without counting
+        return raw, "LF"
     crlf = raw.count(b"\r\n")
     lf = raw.count(b"\n")
     lone_cr = raw.count(b"\r") - crlf
