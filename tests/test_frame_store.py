@@ -223,7 +223,7 @@ def test_feature_cache_and_evaluation_are_identical_with_the_store(stored, tmp_p
     root, index, meta = stored
     plain = {k: v for k, v in meta.items() if k != "frame_stores"}
     frames = index[(index["database"] == "affwild2") & (index["split"] != "test")]
-    frames = frames.iloc[_readable(FaceReader(frames, plain, SIZE))].reset_index(drop=True)
+    frames = frames.iloc[_readable(FaceReader(frames, plain, SIZE))[:60]].reset_index(drop=True)
     model = tiny_cnn().eval()
     prep = {"size": SIZE, "mean": [128.0, 128.0, 128.0], "std": [1.0, 1.0, 1.0]}
     common = dict(preprocessing_meta=prep, device="cpu", progress=False, batch_size=24, workers=0)
