@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                     + f"{how[path]}, median of {len(v)} interleaved reps")
         results.append({"measure": measure, "path": path, "value": round(statistics.median(v), 1),
                         "unit": "frames/s", "device": name, "settings": settings})
+    for measure in ("gru_cache_fps", "evaluate_fps"):  # interleaved pairs: robust to a drifting host
+        pairs = [n / t for t, n in zip(values[measure, "today"], values[measure, "new"])]
+        print(f"{measure}: new/today per interleaved pair " + ", ".join(f"{p:.2f}" for p in pairs))
     for r in results:
         print(f"{r['measure']:<14} {r['path']:<6} {r['value']:>10.1f} {r['unit']}  "
               f"({r['device']}; {r['settings']})")
