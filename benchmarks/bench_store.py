@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cuda", help="cuda (default) | cpu")
     parser.add_argument("--tiny", action="store_true", help="tiny network, 48 px, few frames (a CPU dry run)")
-    parser.add_argument("--frames", type=int, default=None, help="distinct frames (default 8192; tiny 96)")
+    parser.add_argument("--frames", type=int, default=None, help="distinct frames (default 16384; tiny 96)")
     parser.add_argument("--backbone", default="resnet50_caffe")
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--chunk", type=int, default=256, help="feature-cache chunk / evaluation batch")
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tiny:
         args.backbone, args.size, args.chunk = "resnet_tiny", 48, 32
-    frames = args.frames or (96 if args.tiny else 8192)
+    frames = args.frames or (96 if args.tiny else 16384)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("CUDA is not available here: nothing measured (use --device cpu for a dry run)")
         return 0
@@ -107,8 +107,27 @@ def main(argv: list[str] | None = None) -> int:
     from mtaffect.data.prefetch import default_workers
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    results: list[dict[str, Any]] = []
     values: dict[tuple[str, str], list[float]] = {}
+    workers = default_workers(device)
+    warps = "device (exact tensor warp)" if device.type == "cuda" else "OpenCV, in the readers"
+    how = {"today": f"JPEG decode in {workers} workers, OpenCV warps in the readers",
+           "new": f"frame store read in {workers} workers, warps: {warps}"}
+
+    def rows() -> list[dict[str, Any]]:
+        out = []
+        for (measure, path), v in values.items():
+            settings = (f"{args.backbone}@{args.size}, {frames} frames, chunk {args.chunk}, "
+                        + ("9 draws, " if measure == "gru_cache_fps" else "")
+                        + f"{how[path]}, median of {len(v)} interleaved reps (worker start-up included)")
+            out.append({"measure": measure, "path": path, "value": round(statistics.median(v), 1),
+                        "unit": "frames/s", "device": name, "settings": settings})
+        return out
+
+    def record(measure: str, path: str, value: float) -> None:
+        values.setdefault((measure, path), []).append(value)
+        if args.json:  # after every figure: a run cut by its time limit keeps what it measured
+            Path(args.json).write_text(json.dumps(rows(), indent=1) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "faces").mkdir()
@@ -117,39 +136,27 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"roots": {"affwild2": str(root / "faces")}}
         start = time.perf_counter()
         store = build_frame_store(index, meta, root / "store", size=args.size, progress=False,
-                                  workers=default_workers(device))
+                                  workers=workers)
         build = frames / (time.perf_counter() - start)
         print(f"frame store: {store.n} faces of {args.size} px built at {build:.0f} faces/s (untimed below)")
         stored = dict(meta, frame_stores=[{"path": str(store.path), "split": "train", "size": args.size}])
         model = _model(args.backbone, 2, device)
-        warm = index.iloc[: args.chunk]  # cuDNN autotuning and worker start-up out of the timed runs
+        warm = index.iloc[: args.chunk]  # cuDNN autotuning out of the timed runs
         cache_fps(model, warm, stored, args, device, root / "warm")
         evaluate_fps(model, warm, stored, args, device)
         for rep in range(args.reps):
             for path, m in (("today", meta), ("new", stored)):
                 fps = cache_fps(model, index, m, args, device, root / f"cache-{path}-{rep}")
-                values.setdefault(("gru_cache_fps", path), []).append(fps)
+                record("gru_cache_fps", path, fps)
                 evaluated = evaluate_fps(model, index, m, args, device)
-                values.setdefault(("evaluate_fps", path), []).append(evaluated)
+                record("evaluate_fps", path, evaluated)
                 print(f"rep {rep} {path}: cache {fps:.1f}, evaluate {evaluated:.1f} frames/s", flush=True)
-    workers = default_workers(device)
-    warps = "device (exact tensor warp)" if device.type == "cuda" else "OpenCV, in the readers"
-    how = {"today": f"JPEG decode in {workers} workers, OpenCV warps in the readers",
-           "new": f"frame store read in {workers} workers, warps: {warps}"}
-    for (measure, path), v in values.items():
-        settings = (f"{args.backbone}@{args.size}, {frames} frames, chunk {args.chunk}, "
-                    + ("9 draws, " if measure == "gru_cache_fps" else "")
-                    + f"{how[path]}, median of {len(v)} interleaved reps")
-        results.append({"measure": measure, "path": path, "value": round(statistics.median(v), 1),
-                        "unit": "frames/s", "device": name, "settings": settings})
     for measure in ("gru_cache_fps", "evaluate_fps"):  # interleaved pairs: robust to a drifting host
         pairs = [n / t for t, n in zip(values[measure, "today"], values[measure, "new"])]
         print(f"{measure}: new/today per interleaved pair " + ", ".join(f"{p:.2f}" for p in pairs))
-    for r in results:
+    for r in rows():
         print(f"{r['measure']:<14} {r['path']:<6} {r['value']:>10.1f} {r['unit']}  "
               f"({r['device']}; {r['settings']})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
 
