@@ -81,6 +81,41 @@ def evaluate_fps(model, index, meta, args, device) -> float:
         frames.IN_MEMORY_LIMIT = limit
 
 
+def read_rates(n: int, size: int) -> None:
+    """Print FaceReader's cost on ``n`` synthetic JPEG faces: opening it (with a store: the source
+    checks), and random batches of 256 in faces per CPU-second and per wall second, JPEG vs store,
+    two interleaved rounds; and the store's build rate. Printed only (not in the JSON file)."""
+    import numpy as np
+
+    from mtaffect.data.faces import FaceReader, build_frame_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "faces").mkdir()
+        index = index_of(write_jpegs(root / "faces", n))
+        meta = {"roots": {"affwild2": str(root / "faces")}}
+        start = time.perf_counter()
+        store = build_frame_store(index, meta, root / "store", size=size, progress=False)
+        print(f"reads: store built at {n / (time.perf_counter() - start):.0f} faces/s (one process)")
+        stored = dict(meta, frame_stores=[{"path": str(store.path), "split": "train", "size": size}])
+        readers = {}
+        for path, m in (("jpeg", meta), ("store", stored)):
+            start = time.perf_counter()
+            readers[path] = FaceReader(index, m, size)
+            per_row = (time.perf_counter() - start) * 1e6 / n
+            print(f"reads: FaceReader({path}) opened in {per_row:.2f} µs per row")
+        rng = np.random.default_rng(0)
+        for round_ in range(2):
+            for path, reader in readers.items():
+                batches = [np.sort(rng.choice(n, 256, replace=False)) for _ in range(20)]
+                cpu, wall = time.process_time(), time.perf_counter()
+                for rows in batches:
+                    reader.read(rows)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                print(f"reads: round {round_} {path:<5} {20 * 256 / cpu:.0f} faces/CPU-s, "
+                      f"{20 * 256 / wall:.0f} faces/s wall")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -93,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=256, help="feature-cache chunk / evaluation batch")
     parser.add_argument("--reps", type=int, default=1, help="interleaved repetitions per path (median)")
     parser.add_argument("--json", default=None, metavar="FILE", help="write the figures here")
+    parser.add_argument("--reads", type=int, default=0, metavar="N",
+                        help="only print FaceReader's read rates, JPEG vs store, on N faces (CPU)")
     args = parser.parse_args(argv)
+    if args.reads:
+        read_rates(args.reads, args.size)
+        return 0
     if args.tiny:
         args.backbone, args.size, args.chunk = "resnet_tiny", 48, 32
     frames = args.frames or (96 if args.tiny else 16384)
