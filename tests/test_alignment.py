@@ -16,6 +16,7 @@ import pytest
 from mtaffect.data.index import build_index
 from mtaffect.data.numbers import bulk_numbers
 from mtaffect.data.sources import abaw_text
+from mtaffect.data.sources.affwild2 import list_frames
 from mtaffect.errors import InputFormatError
 from mtaffect.predict.submission import validate_submission
 
@@ -130,3 +131,10 @@ def test_aligned_rows_names_where_trust_ends():
     track = abaw_text.TrackFile(EXPR_HEADER, b"0\n1\nzz\n2\n\n3")
     refused = np.array([False, False, True, False, True, False])
     assert abaw_text.aligned_rows(track, refused, abaw_text.EXPR_ROWS, lambda t: t.strip() in "0123") == 3
+
+
+def test_an_image_number_beyond_int64_is_an_ignored_entry_not_a_pyarrow_error(tmp_path):
+    for name in ("00001.jpg", "9" * 20 + ".jpg", "9" * 18 + ".jpg"):
+        (tmp_path / name).write_bytes(b"")
+    frames, names, ignored = list_frames(tmp_path)  # main: ArrowInvalid from pyarrow's cast
+    assert frames.tolist() == [1, int("9" * 18)] and ignored == 1

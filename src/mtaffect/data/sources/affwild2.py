@@ -126,7 +126,7 @@ def _ambiguous(task: str, first: Path, second: Path) -> Exception:
     )
 
 
-_FRAME_NAME = r"^[0-9]+\.jpg$"
+_FRAME_NAME = r"^[0-9]{1,18}\.jpg$"  # longer stems would overflow int64 in pyarrow's cast: ignored
 
 
 def list_frames(folder: Path) -> tuple[np.ndarray, pa.Array, int]:
