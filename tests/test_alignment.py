@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mtaffect.data.index import build_index
 from mtaffect.data.numbers import bulk_numbers
@@ -111,6 +113,18 @@ def test_the_bulk_and_the_per_row_paths_accept_the_same_text(integer):
             want = None
         got = bulk_numbers(text.encode(), 1, integer, leading_zeros=not integer)
         assert (None if got is None else got[0, 0]) == want, text
+
+
+@settings(max_examples=150, derandomize=True, deadline=None, database=None)
+@given(st.text(alphabet="0123456789+-.eE ,\tx", min_size=1, max_size=9), st.integers(1, 2), st.booleans())
+def test_bulk_and_per_row_agree_on_any_number_like_row(text, columns, integer):
+    fmt = abaw_text.RowFormat(columns, integer, ("a", "b")[:columns])
+    try:
+        want = fmt.parse(text)
+    except ValueError:
+        want = None
+    got = bulk_numbers(text.encode(), columns, integer, leading_zeros=not integer)
+    assert (None if got is None else tuple(got[0].tolist())) == want
 
 
 def test_the_submission_validator_counts_lines_by_the_files_line_end(tmp_path):
