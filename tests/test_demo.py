@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -38,15 +39,19 @@ def test_reduced_demo_runs_the_whole_chain(tmp_path):
     # Table 3's chain alone (what the slow test runs): four runs, and the very GRU and CNN students
     # of the whole demo, to the bit (every run is seeded on its own)
     lines.clear()
+    chain_dir = tmp_path / "t3"  # the same databases and face cache, resumed into: only the runs are new
+    for name in ("data", "faces"):
+        shutil.copytree(out / name, chain_dir / name)
+    shutil.copy(out / "index.parquet", chain_dir / "index.parquet")
     chain = run_demo(
-        tmp_path / "t3", preset="tiny", overrides=FAST, video_frames=40, tables=(3,), log=lines.append
+        chain_dir, resume=True, preset="tiny", overrides=FAST, video_frames=40, tables=(3,), log=lines.append
     )
     trained = [line.split("] ", 1)[1].split(":")[0] for line in lines if ": training (" in line]
     assert trained == ["cnn_teacher_t123", "cnn_student_eq10", "gru_teacher", "gru_student"]
     assert "Table 3" in chain.ablations and "Table 1" not in chain.ablations
     for name in ("gru_student", "cnn_student"):
         pd.testing.assert_frame_equal(chain.evaluation[name], result.evaluation[name])
-    assert json.loads((tmp_path / "t3" / "summary.json").read_text())["tables"] == [3]
+    assert json.loads((chain_dir / "summary.json").read_text())["tables"] == [3]
 
 
 def test_demo_tables_option_keeps_overrides_apart():
