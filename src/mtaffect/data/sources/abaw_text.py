@@ -15,16 +15,14 @@ Aff-Wild2 reader and the submission validator apply their own rules.
 frame r + 1, so anything that adds or removes a row moves every later label. Hence:
 
 * a file's line end is decided once, from the whole file: LF (a CR just before an LF belongs to
-  the line end, so CRLF files are LF files) unless lone CRs outnumber LFs (an old lone-CR file;
-  a tie goes to the header's line end).
-  Any other CR or LF byte is damage *inside* a line: that line is malformed at its true number,
-  and the row count stays right;
+  the line end, so CRLF files are LF files) unless lone CRs outnumber LFs (an old lone-CR file; a
+  tie goes to the header's line end). Any other CR or LF byte is damage *inside* a line: that line
+  is malformed at its true number, and the row count stays right;
 * a refused row that could be a piece of a split row or two rows joined into one (blank, a NUL
   byte, more fields than the format, only the characters of the format's numbers without having
   the shape of a whole row, or cut into two acceptable rows by dropping at most one byte) may have
-  moved every later row:
-  :func:`aligned_rows` says where the trusted rows end (the row before it, which may be the other
-  piece of a split row), and the caller drops the rest, counted;
+  moved every later row: :func:`aligned_rows` says where the trusted rows end (the row before it,
+  which may be the other piece of a split row), and the caller drops the rest, counted;
 * integers are written without leading zeros (``03`` may be the rows ``0`` and ``3`` joined).
 """
 
