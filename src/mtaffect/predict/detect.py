@@ -260,6 +260,9 @@ class MTCNN:
         if backend == "onnx" or (auto_onnx and importlib.util.find_spec("onnxruntime") is not None):
             self.sessions = self._onnx_sessions(folder)
         self.backend = "onnx" if self.sessions else "torch"
+        # on a GPU the nets get a stream of their own: called from prediction's tracking thread,
+        # their kernels then need not queue behind the model's on the default stream
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     def _onnx_sessions(self, folder: Path) -> dict[str, object]:
         """The three nets on onnxruntime (one thread each: tiny nets, per-op overhead dominates in
@@ -296,7 +299,10 @@ class MTCNN:
         session = self.sessions.get(name)
         if session is not None:
             return session.run(None, {"x": x.numpy()})
-        return [t.float().cpu().numpy() for t in getattr(self, name)(x.to(self.device))]
+        if self._stream is None:
+            return [t.float().cpu().numpy() for t in getattr(self, name)(x.to(self.device))]
+        with torch.cuda.stream(self._stream):  # .cpu() waits for this stream's work only
+            return [t.float().cpu().numpy() for t in getattr(self, name)(x.to(self.device))]
 
     # -- stages
     def _pyramid(self, h: int, w: int) -> list[float]:
