@@ -22,6 +22,8 @@ T0=$(date +%s)
 if [ -z "${SKIP_WHEELS:-}" ]; then
   [ -d /tmp/site/simplejpeg ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD/src
+else
+  export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}   # this checkout's package, installed or not
 fi
 X=""; [ "$DEV" = cpu ] && X="--tiny"   # a CPU dry run: tiny networks and sizes
 VIDEO=${VIDEO:-.gpu_media/WolfgangLanger_Pexels.mp4}
