@@ -16,6 +16,17 @@ def readme_block(section: str, language: str = "bash") -> str:
     return after.split(f"```{language}\n", 1)[1].split("```", 1)[0]
 
 
+def readme_section(heading: str) -> str:
+    """The text under the heading ``heading`` (a line of its own) up to the next heading of its level."""
+    text = README.read_text(encoding="utf-8")
+    level = heading.split(" ", 1)[0]
+    lines = text.splitlines()
+    assert heading in lines, f"README.md has no heading {heading!r}"
+    start = lines.index(heading) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].split(" ", 1)[0] == level), len(lines))
+    return "\n".join(lines[start:end])
+
+
 def commands(block: str) -> list[list[str]]:
     """Shell commands of a block (continuations joined, comments dropped), split like a shell does."""
     out, current = [], ""

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from mtaffect.cli import main
-from readme_blocks import commands, readme_block
+from readme_blocks import commands, readme_block, readme_section
 from reference_tables import REFERENCE, write_ferplus_file
 
 SECTION = "## Quick start on your data"
@@ -173,3 +173,27 @@ def test_the_ablations_command_runs_as_written(quick_start, monkeypatch):
     assert main(args) == 0
     tables = (quick_start / "runs/reproduce/ablations.md").read_text()
     assert all(f"Table {k}" in tables for k in (1, 2, 3)) and "3 seed(s)" in tables
+
+
+def test_the_demo_section_shows_a_measured_range_not_one_machines_digits():
+    """README's demo table (one row per measured configuration) spans exactly the range the demo prints
+    (`mtaffect.demo.MEASURED_RANGE`), above the bar; the output shown is one of its rows and prints it."""
+    import re
+
+    from mtaffect.demo import MEASURED_RANGE, THRESHOLD
+
+    section = readme_section("## The demo (`make demo`)")
+    _, output, prose = section.split("\n```\n", 2)  # before the shown output, the output, after it
+    rows = [line.split("|")[1:-1] for line in prose.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in rows[0]]
+    expr, mean = header.index("EXPR score"), header.index("mean CCC")
+    scores = [(float(r[expr]), float(r[mean])) for r in rows[1:]]
+    assert len(scores) >= 4, "the demo table lists a few configurations"
+    for column, key in ((0, "expr_score"), (1, "ccc_mean")):
+        values = [s[column] for s in scores]
+        assert (min(values), max(values)) == MEASURED_RANGE[key], key
+        assert min(values) >= THRESHOLD
+    shown = re.search(r"final GRU student .*: EXPR score ([\d.]+), mean CCC ([\d.]+)", output)
+    assert shown and (float(shown[1]), float(shown[2])) in scores
+    (e0, e1), (c0, c1) = MEASURED_RANGE["expr_score"], MEASURED_RANGE["ccc_mean"]
+    assert f"measured EXPR score {e0:.3f}-{e1:.3f}, mean CCC {c0:.3f}-{c1:.3f}" in output
