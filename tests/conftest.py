@@ -31,9 +31,9 @@ def _guarded(real):
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Files holding a ``slow`` test run first: with ``-n auto --dist loadfile`` (make test) the full
-    demo (minutes on one core) then starts at once on one worker while the other takes the rest,
-    instead of starting last and doubling the wall time."""
+    """Files holding a ``slow`` test run first: with ``-n auto --dist loadfile`` (make test) the demo's
+    learning check (Table 3's chain of the demo, about 3 minutes on one core) then starts at once on
+    one worker while the other takes the rest, instead of starting last and doubling the wall time."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # stable: order kept inside each group
 
