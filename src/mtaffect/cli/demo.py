@@ -1,4 +1,4 @@
-"""``mtaffect demo [--out DIR] [--overwrite | --resume]``: the whole recipe on synthetic data, on a CPU."""
+"""``mtaffect demo [--out DIR] [--overwrite | --resume] [--tables N[,N]]``: the recipe on synthetic data."""
 
 from __future__ import annotations
 
