@@ -9,6 +9,7 @@ and ``mtaffect train`` gets extra overrides for a tiny network and two steps per
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 
 from mtaffect.cli import main
+from mtaffect.data.index import read_index
 from readme_blocks import commands, readme_block, readme_section
 from reference_tables import REFERENCE, write_ferplus_file
 
@@ -106,6 +108,10 @@ def test_the_quick_start_runs_as_written(quick_start):
     written = sorted((root / "submission/VA_Set").glob("*.txt"))
     assert [p.stem for p in written] == sorted(test_tracks)
     assert (root / "gru_student.onnx").stat().st_size > 0
+    # step 2's decode-once frame stores, finished and listed in the index for every consumer
+    for split in ("train", "validation"):
+        assert json.loads((root / f"store/{split}-112/store.json").read_text())["complete"] is True
+    assert len(read_index(root / "index.parquet")[1]["frame_stores"]) == 2
 
 
 def test_the_prediction_section_runs_as_written(quick_start, tmp_path, monkeypatch, media_dir, capsys):
