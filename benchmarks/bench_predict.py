@@ -31,7 +31,6 @@ from mtaffect.models import create_model  # noqa: E402
 from mtaffect.predict.detect import MTCNN  # noqa: E402
 from mtaffect.predict.media import VideoReader  # noqa: E402
 from mtaffect.predict.predictor import Predictor  # noqa: E402
-from mtaffect.predict.runtime import FaceModel  # noqa: E402
 from mtaffect.predict.track import FaceTracker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,36 +98,14 @@ def bench(
     crops = collect_crops(predictor, video)
     bs = predictor.batch_size
 
-    # "model alone" is the model at its fastest: the predictor's own (one onnxruntime thread on 2 cores
-    # while tracking overlaps it, predict.threads.model_threads) or the same network on every core,
-    # whichever runs the crops faster in each measurement
-    models = [predictor.model]
-    if predictor.model.backend == "onnx" and predictor.model.session.threads is not None:
-        models.append(FaceModel.from_checkpoint(ckpt, backend=backend, threads=None))
-
-    def alone_with(model) -> None:
+    def model_alone() -> None:
         for i in range(0, len(crops), bs):
-            out = model.frames(crops[i : i + bs])
+            out = predictor.model.frames(crops[i : i + bs])
             if predictor.temporal:
                 continue
-            model.decode(out)
-
-    def fastest_alone() -> tuple[float, int | None]:
-        """(seconds, threads) of the fastest of ``models`` on the crops."""
-        runs = []
-        for model in models:
-            t0 = time.perf_counter()
-            alone_with(model)
-            runs.append((time.perf_counter() - t0, getattr(model.session, "threads", None)))
-        return min(runs, key=lambda r: r[0])
-
-    def model_alone() -> None:
-        alone_with(models[-1])
+            predictor.model.decode(out)
 
     model_timing = time_quiet(model_alone, reps=reps, warmup=1, max_tries=reps + 1)
-    model_timing_own = time_quiet(lambda: alone_with(models[0]), reps=reps, warmup=1, max_tries=reps + 1)
-    if model_timing_own.median_s < model_timing.median_s:
-        model_timing = model_timing_own
     if predictor.temporal:  # add the GRU windows over the embeddings, as the pipeline does
         from mtaffect.predict.temporal import predict_track
 
@@ -144,15 +121,15 @@ def bench(
     # The host may move the two vCPUs onto one physical core for seconds at a time (PERFORMANCE.md
     # §0), which moves both rates by ±15 %; pairs of back-to-back runs see the same host state, so
     # the median of the per-pair ratios is the robust figure.
-    pair_ratios, alone_threads_seen = [], []
+    pair_ratios = []
     for _ in range(reps):
         t0 = time.perf_counter()
         predictor.predict_video(video)
         e2e = frames / (time.perf_counter() - t0)
-        alone_s, alone_threads = fastest_alone()
-        alone = len(crops) / (alone_s + gru)
+        t0 = time.perf_counter()
+        model_alone()
+        alone = len(crops) / (time.perf_counter() - t0 + gru)
         pair_ratios.append(e2e / alone)
-        alone_threads_seen.append(alone_threads)
     return {
         "checkpoint": kind,
         "overlap": overlap,
@@ -168,8 +145,6 @@ def bench(
         "ratio": e2e_fps / model_fps,
         "min_face": min_face,
         "pair_ratios": [round(r, 3) for r in pair_ratios],
-        "model_threads": getattr(predictor.model.session, "threads", None),
-        "fastest_alone_threads": alone_threads_seen,
         "ratio_interleaved_median": float(np.median(pair_ratios)),
         "model_quiet_reps": f"{model_timing.kept}/{model_timing.total}",
         "stage_seconds": stages,

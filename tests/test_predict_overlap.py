@@ -226,19 +226,3 @@ def test_predict_command_passes_overlap_and_detect_batch(monkeypatch, tmp_path, 
     with pytest.raises(Stop):
         main(["predict", "clip.mp4", "--checkpoint", "c.safetensors", "--out", str(tmp_path), *flags])
     assert (seen["overlap"], seen["detect_batch"]) == expected
-
-
-def test_one_model_thread_beside_the_tracking_thread_on_two_cores(tmp_path, monkeypatch):
-    """On <= 2 cores the overlapped pipeline leaves a core to tracking: the CNN gets one onnxruntime
-    thread unless told otherwise; without the overlap, or on bigger machines, onnxruntime's default."""
-    pytest.importorskip("onnxruntime")
-    from mtaffect.predict.threads import model_threads
-
-    assert model_threads(True, cpus=2) == 1 and model_threads(True, cpus=1) == 1
-    assert model_threads(False, cpus=2) is None and model_threads(True, cpus=8) is None
-    monkeypatch.setenv("MTAFFECT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    ckpt = tiny_checkpoint(tmp_path / "cnn.safetensors", kind="cnn")
-    assert Predictor.from_checkpoint(ckpt, backend="onnx").model.session.threads == 1
-    assert Predictor.from_checkpoint(ckpt, backend="onnx", overlap=False).model.session.threads is None
-    assert Predictor.from_checkpoint(ckpt, backend="onnx", threads=2).model.session.threads == 2

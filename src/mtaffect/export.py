@@ -225,7 +225,6 @@ class OnnxModel:
         import onnxruntime as ort
 
         self.path = Path(path)
-        self.threads = threads  # intra-op threads asked for (None: onnxruntime's default, every core)
         self.meta = read_onnx_metadata(self.path)
         self.kind = self.meta["kind"]
         self.preprocessing = Preprocessing.from_dict(self.meta["preprocessing"])

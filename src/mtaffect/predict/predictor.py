@@ -117,12 +117,7 @@ class Predictor:
     ) -> Predictor:
         """Load a ``cnn``, ``cnn_gru`` or GRU-only checkpoint (a GRU finds its CNN through its training
         config, ``cnn`` overrides: :func:`mtaffect.checkpoint.find_cnn_checkpoint`); ``options`` are
-        the constructor's keywords. ``threads`` None: :func:`mtaffect.predict.threads.model_threads`
-        (one on a machine of at most two cores while tracking overlaps the model)."""
-        from mtaffect.predict.threads import model_threads
-
-        if threads is None:
-            threads = model_threads(options.get("overlap", True))
+        the constructor's keywords."""
         face_model = FaceModel.from_checkpoint(path, cnn=cnn, backend=backend, device=device, threads=threads)
         return cls(face_model, **options)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["model_threads", "prediction_threads"]
+__all__ = ["prediction_threads"]
 
 
 def prediction_threads() -> None:
@@ -27,17 +27,3 @@ def prediction_threads() -> None:
         import torch
 
         torch.set_num_threads(1)
-
-
-def model_threads(overlap: bool, cpus: int | None = None) -> int | None:
-    """Intra-op threads for the CNN on onnxruntime when the caller chose none.
-
-    With tracking overlapped with the model (``Predictor(overlap=True)``, the default) on a machine of
-    at most two cores, one: the tracking thread (decode, MTCNN, alignment) runs on the other core,
-    where a second model thread would only take turns with it. Measured on the 2-core VM
-    (BENCHMARKS.md, issue 20 item 3): end to end faster than with two model threads, and at least 0.8
-    of the model alone at its fastest. Otherwise None: onnxruntime's default, every core.
-    """
-    if cpus is None:
-        cpus = os.cpu_count() or 1
-    return 1 if overlap and cpus <= 2 else None
