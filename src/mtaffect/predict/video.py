@@ -4,7 +4,10 @@
 :class:`RunReport` it fills, so that the report belongs to the run and not to the (shareable)
 predictor. :class:`_VideoSession` holds the state kept between frames: the tracker, the faces
 waiting for a model batch, the GRU window stream of each live track and the finished rows waiting
-until every earlier frame is final. :func:`run_video` is the loop over it.
+until every earlier frame is final. :func:`run_video` is the loop over it. The same session with
+``live=True`` has no reader: :class:`mtaffect.predict.live.LiveSession` pushes frames into it one
+at a time (``_track``, ``add_tracked``, ``run_batch``, ``take_rows``) and reads each model batch
+through ``on_batch``.
 
 The per-frame work splits in two: *tracking* (decode, the detector and tracker, the alignment
 warp), which depends only on the frames, and the *model* (batches of crops, GRU windows, rows).
@@ -21,7 +24,7 @@ detections at once.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,14 +164,27 @@ class _VideoSession:
     batch; ``streams`` the GRU windows of each live track (temporal checkpoints only).
     """
 
-    def __init__(self, predictor: Any, name: str, report: RunReport, debug_crops: str | Path | None) -> None:
+    def __init__(
+        self,
+        predictor: Any,
+        name: str,
+        report: RunReport,
+        debug_crops: str | Path | None,
+        *,
+        live: bool = False,
+    ) -> None:
         self.p = predictor
         self.name, self.report = name, report
         self.debug_crops = None if debug_crops is None else Path(debug_crops)
-        self.reader = VideoReader(name)  # opened first: an unreadable file fails before the detector loads
+        # opened first: an unreadable file fails before the detector loads; a live session's frames
+        # are pushed instead (and cannot be detected ahead: no Lookahead)
+        self.reader = None if live else VideoReader(name)
         detector = predictor.detector
         batch = getattr(predictor, "detect_batch", 1)
-        self.lookahead = Lookahead(detector) if batch > 1 and isinstance(detector, MTCNN) else None
+        ahead = not live and batch > 1 and isinstance(detector, MTCNN)
+        self.lookahead = Lookahead(detector) if ahead else None
+        # called with each model batch's faces and the model's raw outputs (the live CNN lane)
+        self.on_batch: Callable[[list[_Face], dict[str, np.ndarray]], None] | None = None
         self.tracker = FaceTracker(
             self.lookahead or detector,
             detect_every=predictor.detect_every,
@@ -176,7 +192,7 @@ class _VideoSession:
             smooth=predictor.smooth,
             max_faces=predictor.max_faces,
         )
-        self._frames: Generator[Frame, None, None] = iter(self.reader)
+        self._frames: Iterator[Frame] = iter(self.reader) if self.reader is not None else iter(())
         self.last_frame = -1  # the last frame decoded
         self.last_added = -1  # the last frame whose faces reached the model's queue
         self.pending: list[_Face] = []
@@ -273,12 +289,18 @@ class _VideoSession:
             _write_debug(self.debug_crops, fr.index, [f.track_id for f in faces], crops)
         self.report.faces += len(faces)
 
+    def run_batch(self) -> None:
+        """The model over the faces queued so far, whatever their number (a live frame's faces)."""
+        self._run_batch()
+
     def _run_batch(self) -> None:
         """The model over the pending crops: per-frame values, or embeddings into each track's windows."""
         if not self.pending:
             return
         t0 = time.perf_counter()
         out = self.p.model.frames(np.concatenate(self.pending_crops))
+        if self.on_batch is not None:
+            self.on_batch(list(self.pending), out)
         if not self.p.temporal:
             dec = self.p.model.decode(out)
             for k, face in enumerate(self.pending):
@@ -328,8 +350,11 @@ class _VideoSession:
 
     def close_report(self) -> None:
         """The report's counts, once the video has been read to its end (or to its failure)."""
-        self.report.frames = self.reader.frames_read
-        self.report.error = self.reader.error
+        if self.reader is not None:
+            self.report.frames = self.reader.frames_read
+            self.report.error = self.reader.error
+        else:
+            self.report.frames = self.last_added + 1
         self.report.tracks = len(self.seen_tracks)
         self.report.detector_calls = self.tracker.detector_calls
         self.report.scene_cuts = self.tracker.cuts
