@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("reproduce", "the paper's ablations (Tables 1-3) over several seeds"),
     "extract-faces": ("extract_faces", "write cropped_aligned-style face folders from raw videos"),
     "predict": ("predict", "per-frame expressions and valence/arousal on videos and images"),
+    "live": ("live", "a stream, camera or file analysed as it happens, recorded as a result folder"),
     "submit": ("submit", "write or validate ABAW submission files"),
     "serve": ("serve", "local web app: upload videos, run predictions, watch emotions beside the video"),
     "view": ("view", "the web app over existing `mtaffect predict --out` results"),

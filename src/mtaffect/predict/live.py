@@ -124,7 +124,6 @@ class Recorder:
 
             write_overlay(self.folder / VIDEO_NAME, df, self.folder / "overlay.mp4")
         (self.folder / "recording.json").unlink(missing_ok=True)
-        write_json(self.folder / "report.json", {"inputs": [entry]})
         files = sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
         from mtaffect.predict.runner import MARKER
 
@@ -145,6 +144,7 @@ class LiveSession:
         self.name = name
         self.recorder: Recorder | None = None
         self.frames_pushed = 0
+        self.last_entry: dict[str, Any] | None = None
         self._refined: list[pd.DataFrame] = []
         self._new_core()
 
@@ -242,5 +242,6 @@ class LiveSession:
         }
         recorder, self.recorder = self.recorder, None
         folder = recorder.finish(entry, plots=plots, overlay=overlay)
+        self.last_entry = entry  # the report.json entry of the folder (the CLI writes report.json)
         self._new_core()
         return folder
