@@ -23,11 +23,13 @@ from mtaffect.testing import tiny_checkpoint
 from support import free_port
 
 
-def _start_writer(media_dir: Path, seconds: float) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+def _start_writer(
+    media_dir: Path, seconds: float, stall: float = 0.0, port: int | None = None
+) -> tuple[subprocess.Popen, int]:
+    port = port or free_port()
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("live_writer.py")), str(port),
-         str(media_dir / "single_face.mp4"), str(seconds)],
+         str(media_dir / "single_face.mp4"), str(seconds), str(stall)],
         cwd=Path(__file__).resolve().parents[1],
     )
     time.sleep(0.5)  # the writer is listening before the reader connects
@@ -144,3 +146,46 @@ def test_cli_live_writer_killed_mid_stream(ckpt, media_dir, tmp_path, capsys) ->
     done = json.loads((folder / "done.json").read_text())
     assert done["status"] == "partial"
     assert len(pd.read_csv(folder / "predictions.csv")) > 0
+
+
+def test_cli_live_a_stalled_stream_raises_after_the_read_timeout(ckpt, media_dir, tmp_path, capsys) -> None:
+    proc, port = _start_writer(media_dir, 2, stall=30)  # 2 s of frames, then connected and silent
+    t0 = time.monotonic()
+    try:
+        rc = main(["live", f"tcp://127.0.0.1:{port}", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
+                   "--duration", "25", "--read-timeout", "1", "--backend", "torch", "--no-overlay",
+                   "--no-plots", "--quiet"])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == 1 and time.monotonic() - t0 < 15  # not the 25 s of --duration nor the writer's 30
+    err = capsys.readouterr().err
+    assert "stopped delivering frames" in err and "read timeout 1 s" in err
+    done = json.loads((tmp_path / "o" / f"tcp___127_0_0_1_{port}" / "done.json").read_text())
+    assert done["status"] == "partial"
+
+
+def test_cli_live_reconnect_continues_after_the_writer_comes_back(ckpt, media_dir, tmp_path, capsys) -> None:
+    first, port = _start_writer(media_dir, 1.5)  # ends its stream after 1.5 s
+    procs = [first]
+
+    def restart() -> None:
+        first.wait()
+        procs.append(_start_writer(media_dir, 30, port=port)[0])
+
+    thread = threading.Thread(target=restart)
+    thread.start()
+    try:
+        rc = main(["live", f"tcp://127.0.0.1:{port}", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
+                   "--duration", "6", "--reconnect", "--backend", "torch", "--no-overlay", "--no-plots",
+                   "--quiet"])
+    finally:
+        thread.join()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    assert rc == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())["inputs"][0]
+    assert report["reconnects"] >= 1 and report["status"] == "ok" and report["ended"] == "duration"
+    df = pd.read_parquet(tmp_path / "o" / f"tcp___127_0_0_1_{port}" / "predictions.parquet")
+    assert df["time"].max() > 3.0  # frames of the second connection were processed too
