@@ -155,6 +155,28 @@ def test_changed_source_is_refused_then_only_its_chunk_is_rebuilt(cached, tmp_pa
         os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def test_store_of_another_face_cache_or_root_is_refused(stored, tmp_path):
+    # the store's rows are keyed by face only: a reader that would decode them from other files (a
+    # face cache rebuilt elsewhere at another quality, another copy of a database) must not be served
+    # the stored pixels, whose files' sizes and mtimes are unchanged
+    root, index, meta = stored
+    rebuilt = build_face_cache(index, meta, tmp_path / "cacheB", size=SIZE, quality=30, workers=1,
+                               shard_size=16, progress=False)
+    assert rebuilt["frame_stores"] == meta["frame_stores"]
+    with pytest.raises(FrameStoreError, match=r"train-32.rows\.parquet: \d+ rows would be read from "
+                       r"other files.*cacheB.*rebuild it with `mtaffect cache"):
+        FaceReader(index, rebuilt, SIZE)
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "affwild2").symlink_to(root / "db" / "affwild2", target_is_directory=True)
+    moved = dict(meta, roots=dict(meta["roots"], affwild2=str(tmp_path / "copy" / "affwild2")))
+    with pytest.raises(FrameStoreError, match=r"rows would be read from other files.*copy/affwild2"):
+        FaceReader(index, moved, SIZE)
+    reader = FaceReader(index, meta, SIZE)  # the files it was built from: accepted
+    rows = np.flatnonzero(reader.store_of >= 0)
+    built_from = [reader.stores[reader.store_of[r]].sources[reader.store_pos[r]] for r in rows]
+    assert reader.sources(rows).tolist() == built_from
+
+
 def test_interrupted_build_is_refused_then_resumed(cached, tmp_path, monkeypatch):
     root, index, meta = cached
     train = index[index["split"] == "train"]

@@ -12,7 +12,7 @@ import simplejpeg
 
 from mtaffect.data.faces.cache import STATUS, CacheStore
 from mtaffect.data.faces.crops import cache_keys, decode_image, resize_face, row_methods
-from mtaffect.data.faces.store import FrameStore, store_entries
+from mtaffect.data.faces.store import REBUILD, ROWS, FrameStore, FrameStoreError, store_entries
 from mtaffect.errors import InputFormatError, UserError
 
 
@@ -35,8 +35,10 @@ class FaceReader:
 
     Frame stores listed in ``meta["frame_stores"]`` (:func:`build_frame_stores`, ``mtaffect cache
     --frame-store``) at this ``size`` serve the faces they hold as memory copies: the same pixels,
-    no decoding. Their rows' source files are checked (size, mtime) here: a changed, unfinished or
-    missing store is refused with :class:`~mtaffect.data.faces.store.FrameStoreError` naming its file.
+    no decoding. Their rows' source files are checked here: the file this reader would decode each
+    row from must be the one the store was built from (not another face cache or database root), with
+    the same size and mtime; a store built from other files, a changed, unfinished or missing store is
+    refused with :class:`~mtaffect.data.faces.store.FrameStoreError` naming its file.
     ``frame_stores=False`` ignores them (what a store build itself reads with).
     """
 
@@ -91,9 +93,18 @@ class FaceReader:
             found = pos >= 0
             if not found.any():
                 continue
-            store.check(pos[found])  # the rows this reader will serve from the store, not all of it
-            self.store_of[todo[found]] = len(self.stores)
-            self.store_pos[todo[found]] = pos[found]
+            rows, pos = todo[found], pos[found]
+            now = self.sources(rows)
+            moved = np.flatnonzero(store.sources[pos] != now)
+            if len(moved):  # the face cache or a database root changed: the store's faces are others
+                k = int(moved[0])
+                raise FrameStoreError(
+                    store.path / ROWS, f"{len(moved)} rows would be read from other files than the frame "
+                    f"store was built from (first: {keys[rows[k]]}: stored from {store.sources[pos[k]]}, "
+                    f"now {now[k]}); {REBUILD}")
+            store.check(pos)  # the rows this reader will serve from the store, not all of it
+            self.store_of[rows] = len(self.stores)
+            self.store_pos[rows] = pos
             self.stores.append(store)
 
     def path(self, row: int) -> str:
@@ -101,15 +112,19 @@ class FaceReader:
         return f"{self._roots[self._db[row]]}/{self._images[row]}"
 
     def sources(self, rows: np.ndarray) -> np.ndarray:
-        """The file each row's face is read from (an image, or a face-cache shard), object array."""
+        """The file each row's face is read from (an image, or a face-cache shard), object array;
+        vectorised (a frame store compares millions of rows with it)."""
         rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty(len(rows), dtype=object)
-        for k, row in enumerate(rows):
-            if self.direct[row] or self.store is None or self.entry[row] < 0:
-                out[k] = self.path(int(row))
-            else:
-                shard = self.store.shards[self.store.shard[self.entry[row]]]
-                out[k] = str(self.store.path / f"{shard}.{'u8' if self.store.fmt == 'raw' else 'bin'}")
+        roots = np.asarray([f"{root}/" for root in self._roots], dtype=object)
+        out = roots[self._db[rows]] + self._images[rows] if len(rows) else np.empty(0, dtype=object)
+        if self.store is not None:
+            entry = self.entry[rows]
+            shard = (~self.direct[rows]) & (entry >= 0)
+            if shard.any():
+                ext = "u8" if self.store.fmt == "raw" else "bin"
+                files = np.asarray([str(self.store.path / f"{name}.{ext}") for name in self.store.shards],
+                                   dtype=object)
+                out[shard] = files[self.store.shard[entry[shard]]]
         return out
 
     def read(self, rows: np.ndarray | list[int]) -> np.ndarray:

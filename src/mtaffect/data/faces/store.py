@@ -18,9 +18,10 @@ Layout of ``<store_dir>/`` (one folder per split and size, e.g. ``train-112``)::
 with ``complete: true`` last, so a reader never uses a store that a build is still writing (it
 refuses it, naming the file). A rerun resumes: finished chunks are kept unless one of their source
 files changed size or mtime since (those chunks are rebuilt); a different row list starts over.
-Opening a store checks the sources of the rows a reader uses against ``rows.parquet``; a changed
-file makes :class:`FrameStoreError` name it and the command that rebuilds the store. The builder is
-:mod:`mtaffect.data.faces.store_build`.
+Opening a store checks the sources of the rows a reader uses against ``rows.parquet`` (the reader
+must decode each row from the same file: a face cache rebuilt elsewhere or another database root is
+refused; that file's size and mtime must be unchanged); either makes :class:`FrameStoreError` name
+it and the command that rebuilds the store. The builder is :mod:`mtaffect.data.faces.store_build`.
 """
 
 from __future__ import annotations
