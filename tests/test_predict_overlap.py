@@ -226,3 +226,76 @@ def test_predict_command_passes_overlap_and_detect_batch(monkeypatch, tmp_path, 
     with pytest.raises(Stop):
         main(["predict", "clip.mp4", "--checkpoint", "c.safetensors", "--out", str(tmp_path), *flags])
     assert (seen["overlap"], seen["detect_batch"]) == expected
+
+
+def _consume(items, timeout: float = 10.0) -> tuple[list, BaseException | None]:
+    """Drain ``items`` in a helper thread: a consumer that blocks for good fails the test, not the run."""
+    got: list = []
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for x in items:
+                got.append(x)
+        except BaseException as err:  # noqa: BLE001 - checked by the test
+            raised.append(err)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), f"the consumer still waits after {timeout} s (got {got})"
+    return got, (raised[0] if raised else None)
+
+
+class _BadClose:
+    """A source whose close() fails (a reader that cannot release its file), after ``error`` if set."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.items, self.error = iter([1, 2]), error
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = next(self.items, None)
+        if item is None:
+            if self.error is not None:
+                raise self.error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        raise OSError("close failed")
+
+
+def test_a_failing_close_is_raised_after_the_items_not_a_hang() -> None:
+    got, err = _consume(background(_BadClose(), maxsize=1))
+    assert got == [1, 2] and isinstance(err, OSError) and str(err) == "close failed"
+    # the source's own error wins; the close error rides along as a note
+    got, err = _consume(background(_BadClose(ValueError("bad frame 3")), maxsize=1))
+    assert got == [1, 2] and isinstance(err, ValueError) and str(err) == "bad frame 3"
+    assert err.__notes__ == ["closing the source also failed: OSError('close failed')"]
+
+
+def test_a_worker_that_dies_without_its_outcome_raises_in_the_consumer(monkeypatch) -> None:
+    import queue as queue_module
+    import types
+
+    from mtaffect.predict import overlap
+
+    class Losing(queue_module.Queue):
+        """Loses the worker's last message: the thread dies as any unforeseen failure would."""
+
+        def put(self, item, block=True, timeout=None):
+            if item[0] != overlap._ITEM:
+                raise RuntimeError("lost the outcome")
+            super().put(item, block, timeout)
+
+    died: list = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    monkeypatch.setattr(overlap, "queue", types.SimpleNamespace(Queue=Losing, Full=queue_module.Full,
+                                                                Empty=queue_module.Empty))
+    got, err = _consume(background(iter([1, 2]), maxsize=4, name="track:x.mp4"))
+    assert got == [1, 2] and isinstance(err, RuntimeError)
+    assert "background thread 'track:x.mp4' ended without handing over" in str(err)
+    assert [str(e) for e in died] == ["lost the outcome"]

@@ -4,8 +4,10 @@ Prediction tracks faces (decode → detector → tracker → alignment) in one t
 thread runs the model on the crops: on a machine with two cores the two overlap, and on a GPU the
 host work of detection overlaps the model's kernels. :func:`background` keeps the order of the
 items, holds at most ``maxsize`` of them (memory stays bounded whatever the speeds), raises in the
-caller the exception that ended the source (with its message and traceback) after the items before
-it, and stops the thread when the caller stops early (``close()``, a ``break``, an exception).
+caller the exception that ended the source, or that closing it raised (with its message and
+traceback), after the items before it, raises a RuntimeError rather than waiting for good should the
+thread die without a word, and stops the thread when the caller stops early (``close()``, a
+``break``, an exception).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def background(
 
     def produce() -> None:
         outcome: tuple[int, object] = (_END, None)
+        closing: BaseException | None = None  # what source.close() raised
         try:
             for item in source:
                 if not put((_ITEM, item)):
@@ -51,15 +54,24 @@ def background(
             outcome = (_ERROR, err)
         finally:
             close = getattr(source, "close", None)
-            if close is not None:
-                close()
-        put(outcome)
+            try:
+                if close is not None:
+                    close()
+            except BaseException as err:  # noqa: BLE001 - the source's first error wins
+                closing = err
+                if outcome[0] == _END:
+                    outcome = (_ERROR, err)
+                else:
+                    outcome[1].add_note(f"closing the source also failed: {err!r}")  # type: ignore[union-attr]
+            # always handed over (unless the consumer has left): without it the consumer would wait
+            if not put(outcome) and closing is not None:
+                raise closing  # nobody is left to raise it in: threading.excepthook reports it
 
     worker = threading.Thread(target=produce, name=name, daemon=True)
     worker.start()
     try:
         while True:
-            kind, value = q.get()
+            kind, value = _take(q, worker)
             if kind == _ITEM:
                 yield value  # type: ignore[misc]
             elif kind == _ERROR:
@@ -73,3 +85,20 @@ def background(
                 q.get_nowait()
             except queue.Empty:
                 worker.join(0.05)
+
+
+def _take(q: queue.Queue, worker: threading.Thread, poll_s: float = 0.2) -> tuple[int, object]:
+    """The next message; a RuntimeError, not a hang, when the worker died without handing one over."""
+    while True:
+        try:
+            return q.get(timeout=poll_s)
+        except queue.Empty:
+            if worker.is_alive():
+                continue
+        try:  # it may have put its last message just before it ended
+            return q.get_nowait()
+        except queue.Empty:
+            raise RuntimeError(
+                f"background thread {worker.name!r} ended without handing over its items' outcome "
+                "(its traceback went to stderr)"
+            ) from None
