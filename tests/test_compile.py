@@ -293,6 +293,19 @@ def test_the_compile_cache_folder_is_chosen_and_checked(tmp_path, monkeypatch):
             compiled.use_compile_cache(shared)
 
 
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners and modes only")
+def test_a_compile_cache_others_may_write_is_refused(tmp_path):
+    # torch loads pickles from the folder: a group member who may write there could plant code
+    folder = tmp_path / "team"
+    folder.mkdir()
+    folder.chmod(0o775)
+    with pytest.raises(UserError, match=r"compile cache .*team: writable by its group \(mode 775\)"
+                                        r".*run chmod go-w .*team"):
+        compiled.use_compile_cache(folder)
+    folder.chmod(0o755)  # readable by others is fine: only writing lets them plant code
+    assert compiled.use_compile_cache(folder) == folder
+
+
 # the child: one compiled step (inductor, C++ on CPU) with the cache of MTAFFECT_COMPILE_CACHE
 _REUSE_CHILD = textwrap.dedent(
     """

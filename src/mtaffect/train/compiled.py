@@ -94,15 +94,22 @@ def compile_cache_dir(setting: str | os.PathLike[str] | None = None) -> Path | N
 
 
 def _check_owned(folder: Path) -> None:
-    """Refuse a cache folder another user owns or anyone may write: torch loads pickles from it."""
+    """Refuse a cache folder another user owns or others may write (group or world): torch loads
+    pickles from it, so anyone who can write there could plant code that this process runs."""
     if not hasattr(os, "getuid"):  # Windows: no POSIX owner to compare
         return
     info = folder.stat()
-    if info.st_uid != os.getuid() or info.st_mode & 0o002:
+    why = "torch loads pickled compiled code from it, so it must be a folder only you write"
+    if info.st_uid != os.getuid():
         raise UserError(
-            f"compile cache {folder}: owned by uid {info.st_uid} (this process: {os.getuid()}) or "
-            "writable by anyone; torch loads pickled compiled code from it, so it must be a folder "
-            f"only you write: set {COMPILE_CACHE_ENV} to such a folder, or to off"
+            f"compile cache {folder}: owned by uid {info.st_uid}, not this process's {os.getuid()}; "
+            f"{why}: set {COMPILE_CACHE_ENV} to such a folder, or to off"
+        )
+    if info.st_mode & 0o022:
+        others = "anyone" if info.st_mode & 0o002 else "its group"
+        raise UserError(
+            f"compile cache {folder}: writable by {others} (mode {info.st_mode & 0o777:03o}); {why}: "
+            f"run chmod go-w {folder}, or set {COMPILE_CACHE_ENV} to another folder, or to off"
         )
 
 
@@ -110,9 +117,9 @@ def use_compile_cache(setting: str | os.PathLike[str] | None = None) -> Path | N
     """Point torch's on-disk compile caches at :func:`compile_cache_dir` (``setting``); returns it.
 
     Process-wide (``TORCHINDUCTOR_CACHE_DIR`` and torch's cache switches): the last call wins. The
-    folder is created private (0o700) and must belong to this user and not be world-writable
-    (:class:`~mtaffect.errors.UserError` otherwise): its entries are pickles that torch loads, so
-    only a folder this user's own runs wrote is ever read. ``off`` switches the FX graph and
+    folder is created private (0o700) and must belong to this user and be writable by no one else,
+    group or world (:class:`~mtaffect.errors.UserError` otherwise): its entries are pickles that
+    torch loads, so only a folder this user's own runs wrote is ever read. ``off`` switches the FX graph and
     AOTAutograd caches off (every run compiles from scratch) and returns None.
     """
     import torch._functorch.config as functorch_config
