@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -208,6 +209,72 @@ def test_unused_uploads_expire_while_running_and_at_start_up(tmp_path, jpeg) -> 
         assert _waiting(root) == []
         r = c.post("/api/jobs", json={"uploads": ["new1"]})
         assert r.status_code == 404 and "upload the file again" in r.json()["error"]
+
+
+def test_a_double_start_gets_409_while_the_first_job_is_made(tmp_path, jpeg) -> None:
+    # a double-clicked Start: the second request came while the first moved the files (it got
+    # them too and one of the two failed with FileNotFoundError, a 500)
+    root = tmp_path / "results"
+    with _client(root) as c:
+        uid = c.post("/api/uploads?name=x.jpg", content=jpeg).json()["upload"]
+        jobs, submit = c.app.state.jobs, c.app.state.jobs.submit
+        entered, release, first = threading.Event(), threading.Event(), []
+
+        def held(files, checkpoint):  # the first submit waits in the thread pool until released
+            if not entered.is_set():
+                entered.set()
+                assert release.wait(5)
+            return submit(files, checkpoint)
+
+        jobs.submit = held
+        t = threading.Thread(target=lambda: first.append(c.post("/api/jobs", json={"uploads": [uid]})))
+        t.start()
+        assert entered.wait(5)
+        second = c.post("/api/jobs", json={"uploads": [uid, uid]})
+        release.set()
+        t.join(10)
+        assert second.status_code == 409 and "already being started" in second.json()["error"]
+        assert first[0].status_code == 200
+        assert [j["inputs"] for j in c.get("/api/jobs").json()["jobs"]] == [["x.jpg"]]
+        assert _waiting(root) == [] and (root / first[0].json()["run"] / ".media" / "x.jpg").is_file()
+        again = c.post("/api/jobs", json={"uploads": [uid]})  # used: gone
+        assert again.status_code == 404 and "upload the file again" in again.json()["error"]
+
+
+def test_the_sweep_skips_a_claimed_upload_and_a_failed_job_gives_it_back(tmp_path, jpeg, monkeypatch) -> None:
+    from mtaffect.serve import jobs as jobs_module
+
+    root = tmp_path / "results"
+    with _client(root) as c:
+        uid = c.post("/api/uploads?name=x.jpg", content=jpeg).json()["upload"]
+        pending = c.app.state.pending
+        files = pending.claim(uid)
+        pending.ttl_s = -1.0  # every waiting upload is stale now
+        assert pending.sweep() == [] and [f.name for f in files] == ["x.jpg"] and files[0].is_file()
+        pending.unclaim(uid)  # waits again, and the sweep may take it once more...
+        pending.ttl_s = 3600.0
+        # ...a job that fails half-made (its files moved) leaves no run folder and its upload waiting
+        monkeypatch.setattr(jobs_module, "_frame_total", lambda path: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            c.post("/api/jobs", json={"uploads": [uid]})
+        assert sorted(p.name for p in root.iterdir()) == [".jobs", ".uploads"]  # no half-made run
+        assert list((root / ".jobs").iterdir()) == []
+        assert _waiting(root) == [uid] and (root / ".uploads" / uid / "x.jpg").read_bytes() == jpeg
+        monkeypatch.undo()
+        assert c.post("/api/jobs", json={"uploads": [uid]}).status_code == 200
+        assert _waiting(root) == [] and pending.count == 0
+
+
+def test_an_upload_folder_that_cannot_be_made_frees_its_place(tmp_path) -> None:
+    from mtaffect.serve.uploads import PendingUploads, UploadError
+
+    (tmp_path / ".uploads").write_text("a file where the folder should be")
+    pending = PendingUploads(tmp_path, max_count=1, max_bytes=10**6)
+    with pytest.raises(UploadError, match=r"could not make the upload folder .*\.uploads.*\.part") as err:
+        pending.begin(100)
+    assert err.value.status == 500 and (pending.count, pending.bytes) == (0, 0)
+    (tmp_path / ".uploads").unlink()  # the disk is fixed: the next upload is not refused with 429
+    assert pending.begin(100)[1].is_dir() and pending.count == 1
 
 
 def test_token_on_loopback_with_the_flag(tmp_path, monkeypatch, capsys) -> None:

@@ -162,25 +162,40 @@ def create_app(
             return _err(403, "this server only shows results (mtaffect view)")
         try:
             body = await request.json()
-            ids = [str(u) for u in body.get("uploads", [])]
+            ids = list(dict.fromkeys(str(u) for u in body.get("uploads", [])))  # each once, in order
             checkpoint = str(body.get("checkpoint") or default_checkpoint or "")
         except (ValueError, AttributeError):
             return _err(400, "expected JSON {\"uploads\": [...], \"checkpoint\": name}")
-        files = []
-        for uid in ids:
-            if not uid.isalnum():
-                return _err(400, f"bad upload id {uid!r}")
-            found = pending.files(uid)
-            if not found:
-                return _err(404, f"upload {uid} not found (already used, refused, or unused for "
-                                 f"{upload_ttl_s / 3600:g} h and removed): upload the file again")
-            files.extend(found)
+        if bad := [uid for uid in ids if not uid.isalnum()]:
+            return _err(400, f"bad upload id {bad[0]!r}")
+        # claimed: neither the sweep nor a second Start with the same ids can take the files now
+        claimed: list[str] = []
+        files: list[Path] = []
         try:
-            job = await run_in_threadpool(jobs.submit, files, checkpoint)
+            for uid in ids:
+                files.extend(pending.claim(uid))
+                claimed.append(uid)
+        except UploadError as err:
+            for uid in claimed:
+                pending.unclaim(uid)
+            return _err(err.status, str(err))
+
+        def start() -> object:
+            # in the worker thread as a whole: a request cancelled while it runs leaves no claim behind
+            try:
+                job = jobs.submit(files, checkpoint)
+            except BaseException:
+                for uid in claimed:
+                    pending.unclaim(uid)  # the job was not made: the uploads wait for Start again
+                raise
+            for uid in claimed:
+                pending.discard(uid)  # its files moved into the job's folder
+            return job
+
+        try:
+            job = await run_in_threadpool(start)
         except ValueError as err:
             return _err(400, str(err))
-        for uid in ids:
-            pending.discard(uid)  # its files moved into the job's folder
         return JSONResponse({"job": job.id, "run": job.run})
 
     def job_action(request: Request) -> Response:

@@ -14,6 +14,7 @@ of each chunk and checks for a cancel request between chunks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import secrets
@@ -177,19 +178,30 @@ class JobManager:
         run = f"{stem}-{job_id}"
         media = self.root / run / ".media"
         media.mkdir(parents=True)
-        names = []
-        for f in files:
-            target = media / f.name
-            k = 2
-            while target.exists():
-                target, k = media / f"{f.stem}_{k}{f.suffix}", k + 1
-            shutil.move(str(f), target)
-            names.append(target.name)
-        job = Job(id=job_id, run=run, inputs=names, checkpoint=checkpoint)
-        job.frames_total = sum(_frame_total(media / n) for n in names)
-        with self._lock:
-            self.jobs[job_id] = job
-            self._save(job)
+        moved: list[tuple[Path, Path]] = []  # (upload, in the job's folder)
+        try:
+            for f in files:
+                target = media / f.name
+                k = 2
+                while target.exists():
+                    target, k = media / f"{f.stem}_{k}{f.suffix}", k + 1
+                shutil.move(str(f), target)
+                moved.append((f, target))
+            job = Job(id=job_id, run=run, inputs=[t.name for _, t in moved], checkpoint=checkpoint)
+            job.frames_total = sum(_frame_total(t) for _, t in moved)
+            with self._lock:
+                self.jobs[job_id] = job
+                self._save(job)
+        except BaseException:
+            # no half-made job: the files go back to their uploads (which the caller keeps waiting)
+            for f, target in moved:
+                with contextlib.suppress(OSError):
+                    shutil.move(str(target), f)
+            with self._lock:
+                self.jobs.pop(job_id, None)
+            (self.dir / f"{job_id}.json").unlink(missing_ok=True)
+            shutil.rmtree(self.root / run, ignore_errors=True)
+            raise
         self._queue.put(job_id)
         return job
 

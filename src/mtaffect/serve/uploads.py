@@ -12,6 +12,7 @@ and removes those left unused for ``ttl_s``.
 
 from __future__ import annotations
 
+import errno
 import re
 import secrets
 import shutil
@@ -92,8 +93,9 @@ class PendingUploads:
     ``begin`` reserves a place (refused with 429 when ``max_count`` uploads already wait, or when
     the announced size does not fit in ``max_bytes`` with the others), ``grow`` follows the bytes
     written (the cap holds for bodies without a Content-Length too), ``commit`` renames the
-    checked upload's folder from ``<id>.part`` to ``<id>``; ``files`` gives a committed upload's
-    files to a job and ``release`` forgets it. ``sweep`` removes committed uploads older than
+    checked upload's folder from ``<id>.part`` to ``<id>``; ``claim`` takes a committed upload's
+    files for a job (out of the sweep's and other requests' reach), ``unclaim`` gives it back and
+    ``discard`` / ``release`` forget it. ``sweep`` removes unclaimed committed uploads older than
     ``ttl_s``; the constructor also removes the ``.part`` folders a killed server left.
     Called from the event loop and from the periodic sweep's thread: one lock.
     """
@@ -103,6 +105,7 @@ class PendingUploads:
         self.max_count, self.max_bytes, self.ttl_s = max_count, max_bytes, ttl_s
         self._bytes: dict[str, int] = {}  # id → bytes, being written or waiting
         self._since: dict[str, float] = {}  # committed id → when it was checked (wall clock)
+        self._claimed: dict[str, float] = {}  # id being made into a job → its _since, out of sweep's reach
         self._lock = threading.Lock()
         if self.dir.is_dir():
             for d in self.dir.iterdir():
@@ -124,7 +127,13 @@ class PendingUploads:
             uid = secrets.token_hex(6)
             self._bytes[uid] = expected
         folder = self.dir / f"{uid}.part"
-        folder.mkdir(parents=True)
+        try:
+            folder.mkdir(parents=True)
+        except OSError as err:  # the place must not stay taken: else every later upload gets 429
+            self.release(uid)
+            status = 507 if err.errno == errno.ENOSPC else 500
+            raise UploadError(status, f"the server could not make the upload folder {folder}: "
+                                      f"{err.strerror}") from err
         return uid, folder
 
     def _check_bytes(self, extra: int, uid: str | None = None) -> None:
@@ -152,23 +161,44 @@ class PendingUploads:
             shutil.rmtree(self.dir / name, ignore_errors=True)
         self.release(uid)
 
-    def files(self, uid: str) -> list[Path]:
-        """A committed upload's files, [] when it is unknown, expired or still being written."""
-        folder = self.dir / uid
-        if not uid.isalnum() or uid not in self._since or not folder.is_dir():
-            return []
+    def claim(self, uid: str) -> list[Path]:
+        """Take a committed upload for a job and return its files.
+
+        Under the lock it leaves the waiting set, so neither the sweep nor a second request with
+        the same id (a double-clicked Start) can remove or move its files while the job is made;
+        its bytes still count until :meth:`discard` (its files moved) or :meth:`unclaim` (the job
+        was not made: it waits again, with its age). Raises :class:`UploadError` 409 when another
+        request holds it, 404 when it is unknown, expired or still being written.
+        """
+        with self._lock:
+            if uid in self._claimed:
+                raise UploadError(409, f"upload {uid} is already being started as a job")
+            folder = self.dir / uid
+            if not uid.isalnum() or uid not in self._since or not folder.is_dir():
+                raise UploadError(404, f"upload {uid} not found (already used, refused, or unused for "
+                                       f"{self.ttl_s / 3600:g} h and removed): upload the file again")
+            self._claimed[uid] = self._since.pop(uid)
         return [p for p in folder.iterdir() if p.is_file()]
+
+    def unclaim(self, uid: str) -> None:
+        """A claimed upload whose job was not made waits for Start again."""
+        with self._lock:
+            if uid in self._claimed:
+                self._since[uid] = self._claimed.pop(uid)
 
     def release(self, uid: str) -> None:
         with self._lock:
             self._bytes.pop(uid, None)
             self._since.pop(uid, None)
+            self._claimed.pop(uid, None)
 
     def sweep(self) -> list[str]:
-        """Remove committed uploads left unused for ``ttl_s``; returns their ids."""
+        """Remove committed uploads left unused (unclaimed) for ``ttl_s``; returns their ids."""
         now = time.time()
-        with self._lock:
+        with self._lock:  # out of the waiting set first: a claim from now on finds them gone
             stale = [uid for uid, t in self._since.items() if now - t > self.ttl_s]
+            for uid in stale:
+                del self._since[uid]
         for uid in stale:
             shutil.rmtree(self.dir / uid, ignore_errors=True)
             self.release(uid)
