@@ -4,7 +4,8 @@ In a positional file (the ABAW per-track EXPR / VA files, ABAW2 submissions: dat
 r + 1) a row added or removed moves every later label. Each ``gen_*`` here writes a clean track
 file, LF, CRLF or lone-CR, then damages it once where a disk, a transfer or an editor does: a stray
 line-end byte inside a line, a byte turned into a line end (a row split in two), a line end deleted
-or turned into another byte (two rows joined), an inserted blank line, a NUL byte, a block of NULs.
+or turned into another byte (two rows joined), an inserted blank line, an inserted header line (two
+files concatenated), a NUL byte, a block of NULs.
 The oracle knows the original rows and where the damage starts, and checks the property itself,
 not a reader's rule: every label the index holds is the original label of its frame (never a
 shift), the frames before the damage (but the one just before it, which may be the other piece of
@@ -28,7 +29,8 @@ VA_HEADER = "valence,arousal"
 INT_SHAPE = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
 NUM_SHAPE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 ENDS = {"LF": b"\n", "CRLF": b"\r\n", "CR": b"\r"}
-KINDS = ["stray", "split", "join", "blank", "nul", "nul_block", "none"]
+KINDS = ["stray", "split", "join", "blank", "header", "nul", "nul_block", "none"]
+HEADER_VARIANTS = [EXPR_HEADER, EXPR_HEADER.lower(), EXPR_HEADER + ",Other", VA_HEADER, "Valence, Arousal"]
 
 
 def expr_ok(text: str, n_classes: int = 7) -> bool:
@@ -48,6 +50,8 @@ def may_have_moved(text: str, columns: int, integer: bool, ok: Callable[[str], b
     t = text.strip(" \t\r\n\x0b\x0c")
     if not t or "\x00" in t or len(t) > 256 or t.count(",") >= columns:
         return True
+    if t.replace(" ", "").lower() in {h.replace(" ", "").lower() for h in HEADER_VARIANTS}:
+        return True  # a header mid-file: two files concatenated (an inserted row)
     shape = INT_SHAPE if integer else NUM_SHAPE
     parts = t.split(",")
     shaped = len(parts) == columns and all(shape.fullmatch(p.strip()) for p in parts)
@@ -110,23 +114,31 @@ def gen_lines(draw: Any, task: str, submission: bool = False) -> LineCase:
     first = draw(st.integers(0, n - 1))
     if kind == "join" and n < 2:
         kind = "split"
+    if kind == "join":  # the last row has no line end after it to delete: a byte appended is no join
+        first = min(first, n - 2)
     # the rows before the damaged one, then the damaged part, then the rest (each with its line end)
     before = header + end + b"".join(r + end for r in rows[:first])
     row = rows[first]
     rest = b"".join(r + end for r in rows[first + 1 :])
     if kind == "stray":  # the other style's line-end byte inside the line
         byte = b"\n" if style == "CR" else b"\r"
-        k = draw(st.integers(0, len(row)))
+        # (not first in a CR file: an LF after the previous line's CR is a CRLF line end, which can
+        # make a short file an LF file by the tie rule: "H\r\n0\r0" has one row)
+        k = draw(st.integers(1 if style == "CR" else 0, len(row)))
         damaged = row[:k] + byte + row[k:] + end + rest
     elif kind == "split":  # a byte turned into the line end, or a line end inserted
         k = draw(st.integers(0, len(row) - 1))
         keep = draw(st.booleans())
+        if first == n - 1 and k == len(row) - 1:  # the file's last byte turned into its end: truncation,
+            keep = True  # which no reader can see ("0.0,0.05" → "0.0,0.0"); insert the line end instead
         damaged = row[:k] + end + row[k if keep else k + 1 :] + end + rest
     elif kind == "join":  # the line end after the row deleted or turned into one byte
         byte = draw(st.sampled_from([b"", b"0", b"1", b",", b" ", b"x", b"\x00", b"-", b".", b"\r", b"\n"]))
         damaged = row + byte + rest  # (a byte that is still a line end of the file's style: no damage)
     elif kind == "blank":  # a blank line inserted before the row
         damaged = draw(st.sampled_from([b"", b" "])) + end + row + end + rest
+    elif kind == "header":  # a header line inserted before the row (two files concatenated)
+        damaged = draw(st.sampled_from(HEADER_VARIANTS)).encode() + end + row + end + rest
     elif kind == "nul":
         k = draw(st.integers(0, len(row) - 1))
         damaged = row[:k] + b"\x00" + row[k + draw(st.integers(0, 1)) :] + end + rest

@@ -89,6 +89,20 @@ def test_damage_that_may_move_rows_drops_the_rest_never_shifts_it(tmp_path, body
     assert meta["summary"]["skipped"].get("affwild2", {}).get("unaligned_rows", 0) == unaligned
 
 
+@pytest.mark.parametrize("header", ["valence,arousal", "Valence, Arousal"])
+def test_a_repeated_header_mid_file_drops_the_rest_never_shifts_it(tmp_path, header):
+    """Two VA files concatenated: the second header is an inserted row, so the rows after it may
+    label the wrong frames (main: 0.3 labelled frame 4, uncounted)."""
+    path = _track(tmp_path, "VA", f"valence,arousal\n0.1,0.1\n0.2,0.2\n{header}\n0.3,0.3\n0.4,0.4\n"
+                  .encode(), 5)
+    with pytest.raises(InputFormatError) as err:
+        build_index({"affwild2": tmp_path})
+    assert (err.value.path, err.value.line) == (str(path), 4)
+    index, meta = build_index({"affwild2": tmp_path}, lenient=True)
+    assert _labels(index, "valence") == {1: 0.1}  # frame 2 may be the first piece of a split row
+    assert meta["summary"]["skipped"]["affwild2"]["unaligned_rows"] == 3
+
+
 @pytest.mark.parametrize("lenient", [False, True])
 def test_a_plus_sign_parses_as_the_number_in_bulk_and_per_row(tmp_path, lenient):
     _track(tmp_path, "EXPR", f"{EXPR_HEADER}\n0\n+3\n4\n".encode(), 3)

@@ -23,7 +23,8 @@ frame r + 1, so anything that adds or removes a row moves every later label. Hen
   the shape of a whole row, or cut into two acceptable rows by dropping at most one byte) may have
   moved every later row: :func:`aligned_rows` says where the trusted rows end (the row before it,
   which may be the other piece of a split row), and the caller drops the rest, counted;
-* integers are written without leading zeros (``03`` may be the rows ``0`` and ``3`` joined).
+* integers are written without leading zeros (``03`` may be the rows ``0`` and ``3`` joined);
+* a header line (either task's) after the first line is two files concatenated: an inserted row.
 """
 
 from __future__ import annotations
@@ -274,6 +275,8 @@ def _possibly_moved(text: str, fmt: RowFormat, acceptable: Callable[[str], bool]
     body = text.strip()
     if not body or "\x00" in body or len(body) > _MAX_JOINED:
         return True  # an inserted / emptied line, a damaged block, or too long to cut
+    if is_va_header(body) or expr_classes(body) is not None:
+        return True  # a header mid-file: two files concatenated, the rows after it are the second's
     if body.count(",") >= fmt.columns:
         return True  # more fields than one row has: two rows joined
     if not fmt.shaped(body) and set(body) <= fmt.alphabet:
