@@ -81,16 +81,17 @@ def run(args: argparse.Namespace) -> int:
 
     from mtaffect.io import prepare_output_dir, write_json
     from mtaffect.predict.live import LiveSession
-    from mtaffect.predict.live_source import open_frames, run_stream
+    from mtaffect.predict.live_source import fixed_mmap_threshold, open_frames, run_stream
     from mtaffect.predict.predictor import Predictor
 
+    fixed_mmap_threshold()  # flat memory over a long session (see its docstring)
     out = prepare_output_dir(args.out, overwrite=args.overwrite)
     predictor = Predictor.from_checkpoint(
         args.checkpoint, backend=args.backend, device=args.device, threads=args.threads,
         detector=args.detector, detect_every=args.detect_every, max_faces=args.max_faces,
     )
     name = _name(args.source)
-    session = LiveSession(predictor, args.source)
+    session = LiveSession(predictor, args.source, keep_refined=0)  # the recording keeps them
     folder = session.start_recording(out / name)
     status = _Status(not args.quiet)
 

@@ -22,6 +22,7 @@ keeps ``predictions.partial.csv`` and ``recording.json``).
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -38,10 +39,12 @@ from mtaffect.predict.media import Frame
 from mtaffect.predict.tables import TableWriter
 from mtaffect.predict.video import RunReport, _VideoSession
 
-__all__ = ["LiveFace", "LiveResult", "LiveSession", "Recorder", "FLUSH_SECONDS", "VIDEO_NAME"]
+__all__ = ["LiveFace", "LiveResult", "LiveSession", "Recorder", "FLUSH_SECONDS", "KEEP_REFINED", "VIDEO_NAME"]
 
 FLUSH_SECONDS = 1.0
 """Refined rows are written to the recording's table at least this often (a crash loses at most that)."""
+KEEP_REFINED = 900
+"""Pushes' worth of refined rows kept for :meth:`LiveSession.refined` (30 s at 30 frames/s)."""
 VIDEO_NAME = "video.mp4"
 """The recording's video of the processed frames."""
 
@@ -136,16 +139,20 @@ class LiveSession:
 
     ``predictor``: a :class:`mtaffect.predict.predictor.Predictor`. ``name`` is the ``input`` column
     of the rows. Times pushed are any increasing clock in seconds; the session counts from its
-    first frame (0.0) in milliseconds.
+    first frame (0.0) in milliseconds. ``keep_refined``: how many pushes' worth of refined rows
+    wait for :meth:`refined` (older ones are dropped and counted in ``refined_lost``, so memory
+    stays flat when nobody asks; 0 keeps none, as ``mtaffect live`` does: the recording has them).
     """
 
-    def __init__(self, predictor: Any, name: str = "live") -> None:
+    def __init__(self, predictor: Any, name: str = "live", *, keep_refined: int = KEEP_REFINED) -> None:
         self.p = predictor
         self.name = name
+        self.keep_refined = keep_refined
+        self.refined_lost = 0  # refined rows dropped because refined() was not called in time
         self.recorder: Recorder | None = None
         self.frames_pushed = 0
         self.last_entry: dict[str, Any] | None = None
-        self._refined: list[pd.DataFrame] = []
+        self._refined: deque[pd.DataFrame] = deque()
         self._new_core()
 
     def _new_core(self) -> None:
@@ -197,7 +204,12 @@ class LiveSession:
     def _collect(self, chunk: pd.DataFrame | None) -> None:
         if chunk is None:
             return
-        self._refined.append(chunk)
+        if self.keep_refined > 0:
+            if len(self._refined) >= self.keep_refined:
+                self.refined_lost += len(self._refined.popleft())
+            self._refined.append(chunk)
+        else:
+            self.refined_lost += len(chunk)
         if self.recorder is not None:
             self.recorder.rows(chunk)
 

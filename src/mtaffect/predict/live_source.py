@@ -23,10 +23,31 @@ import numpy as np
 
 from mtaffect.errors import UserError
 
-__all__ = ["StreamError", "open_frames", "LatestFrame", "LiveStats", "run_stream", "BACKOFF"]
+__all__ = [
+    "StreamError", "open_frames", "LatestFrame", "LiveStats", "run_stream", "BACKOFF", "fixed_mmap_threshold"
+]
 
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
 """Seconds waited before each reconnection attempt (the last one repeats)."""
+
+
+def fixed_mmap_threshold(size: int = 128 * 1024) -> bool:
+    """Fix glibc's mmap threshold (``mallopt(M_MMAP_THRESHOLD, size)``) for a long live process.
+
+    glibc raises the threshold each time an mmapped block is freed, after which frame-sized
+    buffers (a decoded frame, its copy for the encoder: ~0.7 MB at 640×360) come from the heap, and
+    the small objects allocated between them (table rows) pin it: RSS grew ~0.7 MB per processed
+    frame in a recording session (measured, docs/predict.md "Live"). A fixed threshold keeps such
+    buffers mmapped, returned to the system when freed. False where it cannot be set (not glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, int(size)))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 class StreamError(UserError):
