@@ -109,6 +109,18 @@ def test_recording_equals_predict_on_the_recorded_video(predictor, media_dir, tm
         session.start_recording(folder)  # never overwritten without being asked
 
 
+def test_refined_rows_wait_for_refined_up_to_keep_refined(tmp_path, media_dir) -> None:
+    ckpt = tiny_checkpoint(tmp_path / "cnn.safetensors", kind="cnn")
+    cnn = Predictor.from_checkpoint(ckpt, backend="torch")
+    session = LiveSession(cnn, "cam", keep_refined=2)  # a CNN's rows are final at once
+    frames = [fr for fr, _ in zip(VideoReader(str(media_dir / "single_face.mp4")), range(5))]
+    for fr in frames:
+        session.push(fr.image, fr.time)
+    rows = session.refined()
+    assert list(rows["frame"]) == [3, 4] and session.refined_lost == 3  # memory stays bounded
+    assert session.refined() is None
+
+
 def test_cli_live_on_a_tcp_stream_stops_by_itself(ckpt, media_dir, tmp_path, capsys) -> None:
     proc, port = _start_writer(media_dir, 12)
     try:
