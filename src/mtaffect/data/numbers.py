@@ -111,11 +111,15 @@ def bulk_numbers(
     fields (no quoting: a quoted number is malformed) and each column is checked with one RE2
     match of the same patterns, so the bulk and the per-line paths accept exactly the same text:
     a leading ``+`` is dropped before pyarrow's cast (which refuses ``+3`` as an integer), and no
-    pyarrow error leaves this function (any is a None: the per-line path names the line).
+    pyarrow error leaves this function (any is a None: the per-line path names the line). Both trim
+    the same whitespace (Python's ``str.isspace`` set, U+00A0 and U+2028 included); a body that begins
+    with U+FEFF (which pyarrow would drop as a byte-order mark) is left to the per-line path.
     """
     kind = np.int64 if integer else np.float64
     if not body:
         return np.zeros((0, columns), dtype=kind)
+    if body.startswith(b"\xef\xbb\xbf"):  # pyarrow's CSV reader drops a leading BOM; str.strip keeps
+        return None  # U+FEFF (no whitespace): the per-line path refuses the row and names its line
     names = [f"c{i}" for i in range(columns)]
     try:
         table = pacsv.read_csv(
