@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -400,6 +401,24 @@ def test_the_share_link_is_filled_on_every_way_into_a_result(page, server, resul
         k = int(np.searchsorted(times.to_numpy(), 0.5, side="right")) - 1
         assert _share(page).endswith(f"t={times.iloc[k] + 0.001:.3f}&track=0")
         assert page.get_attribute("#legend", "data-selected") == "0"
+        # a time typed once the video has its metadata but before the frame times came: it wins
+        # (the share link showed the old currentTime and the late seek went to the old URL's time)
+        held = []
+        page.route(re.compile(r"/api/times\?"), lambda route: held.append(route))
+        page.goto("about:blank")
+        page.goto(server + "#/view?id=zz-share-plays/long&t=1.2&track=0")
+        page.wait_for_function("document.getElementById('video').readyState >= 1")
+        page.evaluate("location.hash = '#/view?id=zz-share-plays/long&t=0.5&track=0'")
+        page.wait_for_function("document.getElementById('share').value.endsWith('t=0.500&track=0')",
+                               timeout=10_000)
+        assert len(held) == 1
+        held[0].continue_()
+        page.unroute(re.compile(r"/api/times\?"))
+        page.wait_for_function("window.mtaffect.lastSeek && window.mtaffect.lastSeek.requested === 0.5",
+                               timeout=10_000)
+        assert _share(page).endswith(f"t={times.iloc[k] + 0.001:.3f}&track=0")
+        assert page.evaluate("document.getElementById('video').currentTime") == pytest.approx(
+            times.iloc[k] + 0.001, abs=1e-3)
         assert page.errors == []
     finally:
         page.goto("about:blank")

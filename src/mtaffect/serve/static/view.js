@@ -24,6 +24,8 @@ async function openView(id, q) {
   v.track = m.tracks.includes(+q.get("track")) && q.get("track") !== null ? +q.get("track") : (m.tracks[0] ?? null);
   const t0 = parseFloat(q.get("t"));
   v.shareT = m.kind === "video" && isFinite(t0) ? Math.max(0, t0) : 0;
+  // the URL's time (or one typed later, see revisit), until the video has landed on its frame
+  v.wantT = m.kind === "video" && isFinite(t0) ? v.shareT : null;
   updateShare(v.shareT);  // every way in (list, job link, pasted URL, back/forward) fills the share link
   $("downloads").innerHTML = "Download: " + m.downloads.map((n) =>
     `<a href="/files/${id.split("/").map(encodeURIComponent).join("/")}/${n}" download>${n}</a>`).join("");
@@ -49,13 +51,11 @@ async function openView(id, q) {
     else banner("the browser cannot play this video");
   };
   setSource($("source").value);
-  const timesReady = api(`/api/times?id=${encodeURIComponent(id)}`).then((buf) => {
+  api(`/api/times?id=${encodeURIComponent(id)}`).then((buf) => {
     v.times = new Float64Array(buf);
-    // the URL's time, on its frame, even when the video cannot play (the seek below never comes)
-    if (isFinite(t0) && S.view === v && !v.seeked) updateShare(frameTarget(t0).target);
+    if (S.view === v) landOnWanted();
   });
-  // a shared URL's time: once the video and the frame times are there, land on its frame
-  video.addEventListener("loadedmetadata", () => timesReady.then(() => { if (isFinite(t0) && S.view === v) seekTo(t0); }), { once: true });
+  video.addEventListener("loadedmetadata", () => { if (S.view === v) landOnWanted(); }, { once: true });
   video.onpause = video.onseeked = () => updateShare();
   loadSummary();
   await loadSeries(null, null);
@@ -183,9 +183,20 @@ function frameTarget(t) {
 function seekTo(t) {
   const { frame, time, target } = frameTarget(t);
   $("video").currentTime = target;
-  S.view.seeked = true;
+  S.view.wantT = null;
   window.mtaffect.lastSeek = { requested: t, frame, time, target };
   updateShare(target);
+}
+
+function landOnWanted() {
+  // a shared or typed time: once the frame times and the video's metadata are both there (in
+  // either order), seek to its frame; until then the share link shows it, on its frame once the
+  // times are known (also when the video cannot play and the seek never comes)
+  const v = S.view;
+  if (!v || v.wantT == null) return;
+  if (!v.times) updateShare(v.wantT);
+  else if ($("video").readyState >= 1) seekTo(v.wantT);
+  else updateShare(frameTarget(v.wantT).target);
 }
 
 function revisit(q) {
@@ -199,7 +210,8 @@ function revisit(q) {
       v.input = input; $("image-pick").value = String(input); loadImage();
     }
   } else if (isFinite(t)) {
-    if (v.times) seekTo(t); else v.shareT = Math.max(0, t);
+    v.wantT = Math.max(0, t);  // the typed time wins, also over a seek still waiting for the times
+    landOnWanted();
   }
   if (track != null && v.meta.tracks.includes(track)) select(track);
   updateShare();
@@ -209,8 +221,9 @@ function updateShare(t) {
   const v = S.view;
   if (!v || !v.meta) return;  // a pause event of the previous video may arrive before the new meta
   const video = $("video");
-  // before the video has its metadata (or when it cannot play), currentTime says nothing
-  const time = v.shareT = t ?? (video.readyState >= 1 ? video.currentTime : v.shareT);
+  // before the video has its metadata (or when it cannot play), currentTime says nothing; nor
+  // does it while a wanted time waits for its seek
+  const time = v.shareT = t ?? (video.readyState >= 1 && v.wantT == null ? video.currentTime : v.shareT);
   const hash = `#/view?id=${encodeURIComponent(v.id)}` + (v.meta.kind === "images" ? `&input=${v.input}` : `&t=${time.toFixed(3)}`) +
     (v.track != null ? `&track=${v.track}` : "");
   history.replaceState(null, "", hash);
