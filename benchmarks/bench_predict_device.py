@@ -26,11 +26,9 @@ alternating the paths; the value is frames / wall seconds of ``predict_video``, 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -151,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         target = Path(args.json)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=target.parent, suffix=".tmp", delete=False) as handle:
-            json.dump(figures, handle, indent=1)
-        os.replace(handle.name, target)  # atomically: a reader never sees half a file
+        from mtaffect.io import write_json
+
+        write_json(target, figures)  # atomically: a reader never sees half a file
         print(f"figures: {target}")
     return 0
 

@@ -21,7 +21,6 @@ The JSON file is a list of ``{"measure": "gru_cache_fps" | "evaluate_fps", "path
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_loading import write_jpegs  # noqa: E402
 from benchmarks.bench_train_loop import index_of  # noqa: E402
+from mtaffect.io import write_json  # noqa: E402
 
 MEAN = [131.0912, 103.8827, 91.4953]
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     def record(measure: str, path: str, value: float) -> None:
         values.setdefault((measure, path), []).append(value)
         if args.json:  # after every figure: a run cut by its time limit keeps what it measured
-            Path(args.json).write_text(json.dumps(rows(), indent=1) + "\n")
+            write_json(args.json, rows())
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

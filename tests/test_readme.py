@@ -203,3 +203,17 @@ def test_the_demo_section_shows_a_measured_range_not_one_machines_digits():
     assert shown and (float(shown[1]), float(shown[2])) in scores
     (e0, e1), (c0, c1) = MEASURED_RANGE["expr_score"], MEASURED_RANGE["ccc_mean"]
     assert f"measured EXPR score {e0:.3f}-{e1:.3f}, mean CCC {c0:.3f}-{c1:.3f}" in output
+
+
+def test_the_synthetic_databases_section_runs_as_written(tmp_path, monkeypatch):
+    block = commands(readme_block("### The synthetic databases on their own"))
+    assert [argv[1] for argv in block] == ["synthetic", "index", "synthetic"]
+    monkeypatch.chdir(tmp_path)
+    for argv in block:
+        assert main(argv[1:]) == 0, f"`mtaffect {shlex.join(argv[1:])}` failed"
+    index, _ = read_index(tmp_path / "synthetic_index.parquet")
+    truth, _ = read_index(tmp_path / "synthetic/truth.parquet")
+    assert set(index["database"]) == {"affwild2", "affectnet", "expw", "afew_va"}
+    assert len(index) > 0 and set(truth["database"]) == set(index["database"])
+    assert len(pd.read_csv(tmp_path / "video/clip.truth.csv")) == 100
+    assert (tmp_path / "video/clip.mp4").stat().st_size > 0
