@@ -221,8 +221,10 @@ def test_cli_live_ctrl_c_finalises_the_folder(ckpt, tmp_path) -> None:
     )
     deadline = time.monotonic() + 60
     partial = out / "long_synthetic" / "predictions.partial.csv"
-    while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 2000):
-        time.sleep(0.2)  # rows are being flushed: the session is live
+    while time.monotonic() < deadline and not partial.exists():
+        time.sleep(0.2)
+    time.sleep(1.0)  # the recording has started: the session is live
+    assert proc.poll() is None, "the session ended before the signal"
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
