@@ -218,6 +218,9 @@ def test_cli_live_ctrl_c_finalises_the_folder(ckpt, tmp_path) -> None:
         [sys.executable, "-m", "mtaffect", "live", str(tmp_path / "long_synthetic.mp4"), "--realtime",
          "--checkpoint", str(ckpt), "--out", str(out), "--backend", "torch", "--no-overlay", "--no-plots"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # started with SIGINT ignored, as under a test runner's worker or `cmd &` in a script: the
+        # command must still stop on it (Python installs no handler for an inherited SIG_IGN)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     deadline = time.monotonic() + 60
     partial = out / "long_synthetic" / "predictions.partial.csv"

@@ -75,9 +75,15 @@ class _Status:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+
     from mtaffect.predict.threads import prediction_threads
 
     prediction_threads()  # before torch loads OpenMP
+    # Ctrl-C (SIGINT) must stop the session cleanly even when this process was started with SIGINT
+    # ignored (a parent that ignores it, e.g. a test runner's worker or `cmd &` in a script): Python
+    # then installs no KeyboardInterrupt handler of its own, and the stream would run to its end.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from mtaffect.io import prepare_output_dir, write_json
     from mtaffect.predict.live import LiveSession
